@@ -1,0 +1,110 @@
+//! NCCOs: the JSON array of actions the answer webhook returns to Vonage.
+//!
+//! Only the two actions this proxy needs are modelled: `connect` to a phone endpoint, and `talk`.
+
+use serde::Serialize;
+
+use crate::phone::PhoneNumber;
+
+/// Vonage's limit on the text of a `talk` action.
+pub const MAX_TALK_TEXT_CHARS: usize = 1500;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Ncco(Vec<Action>);
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    #[serde(rename_all = "camelCase")]
+    Connect {
+        /// The caller id the callee sees: one of our pool numbers.
+        from: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        event_url: Option<Vec<String>>,
+        /// Seconds to ring before giving up.
+        timeout: u32,
+        endpoint: Vec<Endpoint>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Talk { text: String, language: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Endpoint {
+    Phone { number: String },
+}
+
+impl Ncco {
+    /// Connects the caller to `callee`, showing `shown_number` (the callee's own proxy number, so
+    /// that a call back reaches the caller again).
+    pub fn connect(
+        callee: &PhoneNumber,
+        shown_number: &PhoneNumber,
+        event_url: Option<String>,
+        ring_timeout_seconds: u32,
+    ) -> Self {
+        Self(vec![Action::Connect {
+            from: shown_number.expose().to_owned(),
+            event_url: event_url.map(|u| vec![u]),
+            timeout: ring_timeout_seconds,
+            endpoint: vec![Endpoint::Phone {
+                number: callee.expose().to_owned(),
+            }],
+        }])
+    }
+
+    /// Plays `text` to the caller, then Vonage hangs up.
+    pub fn talk(text: &str, language: &str) -> Self {
+        Self(vec![Action::Talk {
+            text: text.chars().take(MAX_TALK_TEXT_CHARS).collect(),
+            language: language.to_owned(),
+        }])
+    }
+
+    pub fn actions(&self) -> &[Action] {
+        &self.0
+    }
+
+    pub fn is_connect(&self) -> bool {
+        matches!(self.0.first(), Some(Action::Connect { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn connect_shows_the_callees_proxy_number_and_dials_the_real_one() {
+        let callee = PhoneNumber::parse("447400123456").unwrap();
+        let shown = PhoneNumber::parse("447400123789").unwrap();
+        let ncco = Ncco::connect(
+            &callee,
+            &shown,
+            Some("https://proxy.example.com/webhooks/event".into()),
+            45,
+        );
+        assert_eq!(
+            serde_json::to_value(&ncco).unwrap(),
+            json!([{
+                "action": "connect",
+                "from": "447400123789",
+                "eventUrl": ["https://proxy.example.com/webhooks/event"],
+                "timeout": 45,
+                "endpoint": [{"type": "phone", "number": "447400123456"}]
+            }])
+        );
+    }
+
+    #[test]
+    fn talk_is_cut_to_vonages_limit() {
+        let ncco = Ncco::talk(&"a".repeat(2000), "en-US");
+        let v = serde_json::to_value(&ncco).unwrap();
+        assert_eq!(v[0]["action"], "talk");
+        assert_eq!(v[0]["text"].as_str().unwrap().len(), MAX_TALK_TEXT_CHARS);
+        assert!(!ncco.is_connect());
+    }
+}

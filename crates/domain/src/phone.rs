@@ -1,0 +1,274 @@
+//! Phone numbers: parsed once at the edge, then trusted.
+//!
+//! A [`PhoneNumber`] holds an E.164 number as digits without the leading `+`, which is what
+//! Vonage sends and expects. Its `Debug` and `Display` show only the last digits, so a number
+//! cannot reach a log line or an error message by accident; [`PhoneNumber::expose`] gives the
+//! full value where it is really needed (the NCCO, the database).
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// How many trailing digits the masked form shows.
+const VISIBLE_DIGITS: usize = 4;
+/// The longest input we try to parse; anything longer is refused before parsing.
+const MAX_INPUT_LEN: usize = 64;
+
+#[derive(Debug, Error, PartialEq, Eq, Clone)]
+pub enum PhoneNumberError {
+    #[error("the phone number is empty")]
+    Empty,
+    #[error("the phone number is longer than {MAX_INPUT_LEN} characters")]
+    TooLong,
+    #[error(
+        "the phone number may hold only digits, spaces, '-', '.', '(' and ')', with an optional leading '+'"
+    )]
+    InvalidCharacters,
+    #[error("the phone number could not be parsed as an international number")]
+    Unparseable,
+    #[error("the phone number is not a valid number in any numbering plan")]
+    NotValid,
+}
+
+/// An ISO 3166-1 alpha-2 country code, as derived from a phone number.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CountryCode(String);
+
+impl CountryCode {
+    /// Accepts exactly two ASCII letters, upper-cased.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()))
+            .then(|| Self(s.to_ascii_uppercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A valid phone number in E.164 form, stored as digits without `+`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PhoneNumber {
+    digits: String,
+}
+
+impl PhoneNumber {
+    /// Parses a number in any common human form: `+1 (646) 555-0101`, `+16465550101`,
+    /// `16465550101`, `0044 20 7946 0018`. A number without `+` or `00` is read as E.164 digits
+    /// (country code first), since that is how Vonage writes them. The result must be a valid
+    /// number of some numbering plan.
+    pub fn parse(input: &str) -> Result<Self, PhoneNumberError> {
+        let input = input.trim();
+        if input.is_empty() {
+            return Err(PhoneNumberError::Empty);
+        }
+        if input.len() > MAX_INPUT_LEN {
+            return Err(PhoneNumberError::TooLong);
+        }
+        let (rest, had_prefix) = match input.strip_prefix('+') {
+            Some(rest) => (rest, true),
+            None => (input, false),
+        };
+        if !rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        {
+            return Err(PhoneNumberError::InvalidCharacters);
+        }
+        let mut digits: String = rest.chars().filter(char::is_ascii_digit).collect();
+        if !had_prefix && digits.starts_with("00") {
+            digits.drain(..2);
+        }
+        if digits.is_empty() {
+            return Err(PhoneNumberError::Empty);
+        }
+        let parsed = phonenumber::parse(None, format!("+{digits}"))
+            .map_err(|_| PhoneNumberError::Unparseable)?;
+        if !phonenumber::is_valid(&parsed) {
+            return Err(PhoneNumberError::NotValid);
+        }
+        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        Ok(Self {
+            digits: e164.trim_start_matches('+').to_owned(),
+        })
+    }
+
+    /// Wraps digits that were validated before (read back from our own database).
+    pub fn from_trusted_digits(digits: String) -> Self {
+        Self { digits }
+    }
+
+    /// The full number as E.164 digits without `+`. Only for the NCCO, the database and the
+    /// number's owner: never for logs.
+    pub fn expose(&self) -> &str {
+        &self.digits
+    }
+
+    /// The number's country, derived from its numbering plan; `None` for numbers that belong to
+    /// no single country (international freephone, satellite).
+    pub fn country(&self) -> Option<CountryCode> {
+        let parsed = phonenumber::parse(None, format!("+{}", self.digits)).ok()?;
+        let id = parsed.country().id()?;
+        CountryCode::parse(id.as_ref())
+    }
+
+    /// The number with all but its last digits hidden, e.g. `***0101`.
+    pub fn masked(&self) -> String {
+        mask_digits(&self.digits)
+    }
+}
+
+/// Masks any string of digits the way [`PhoneNumber`] displays itself: `***` and the last four
+/// characters. Shorter inputs are hidden completely.
+pub fn mask_digits(digits: &str) -> String {
+    let chars: Vec<char> = digits.chars().collect();
+    if chars.len() <= VISIBLE_DIGITS {
+        return "***".to_owned();
+    }
+    let tail: String = chars[chars.len() - VISIBLE_DIGITS..].iter().collect();
+    format!("***{tail}")
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber({})", self.masked())
+    }
+}
+
+/// The caller id of an inbound call as Vonage reports it in `from`. Vonage sends E.164 digits for
+/// phone callers, but withheld numbers arrive empty, missing or as words such as `Restricted`,
+/// and SIP or app callers as other strings. Only a plausible number is used for routing; it is not
+/// checked against numbering plans, because a participant's number was validated when the
+/// pairing was made and lookup is by exact match.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CallerId {
+    Number(String),
+    Withheld,
+}
+
+impl CallerId {
+    pub fn from_webhook(from: Option<&str>) -> Self {
+        let Some(raw) = from.map(str::trim) else {
+            return Self::Withheld;
+        };
+        let digits = raw.strip_prefix('+').unwrap_or(raw);
+        if (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+            Self::Number(digits.to_owned())
+        } else {
+            Self::Withheld
+        }
+    }
+}
+
+impl fmt::Debug for CallerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(d) => write!(f, "CallerId({})", mask_digits(d)),
+            Self::Withheld => f.write_str("CallerId(withheld)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_common_human_forms_to_the_same_digits() {
+        for input in [
+            "+1 (646) 555-0101",
+            "16465550101",
+            "+16465550101",
+            "1-646-555-0101",
+            "001 646 555 0101",
+            "  +1.646.555.0101 ",
+        ] {
+            let n = PhoneNumber::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(n.expose(), "16465550101", "{input}");
+        }
+    }
+
+    #[test]
+    fn derives_the_country_from_the_number() {
+        assert_eq!(
+            PhoneNumber::parse("16465550101").unwrap().country(),
+            CountryCode::parse("US")
+        );
+        assert_eq!(
+            PhoneNumber::parse("+44 7400 123456").unwrap().country(),
+            CountryCode::parse("GB")
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_phone_number() {
+        assert_eq!(PhoneNumber::parse(""), Err(PhoneNumberError::Empty));
+        assert_eq!(PhoneNumber::parse("   "), Err(PhoneNumberError::Empty));
+        assert_eq!(
+            PhoneNumber::parse("1-800-FLOWERS"),
+            Err(PhoneNumberError::InvalidCharacters)
+        );
+        assert_eq!(
+            PhoneNumber::parse("+1 646 555 0101; drop table"),
+            Err(PhoneNumberError::InvalidCharacters)
+        );
+        assert!(PhoneNumber::parse("12").is_err());
+        assert_eq!(
+            PhoneNumber::parse("447700900123"),
+            Err(PhoneNumberError::NotValid),
+            "a range reserved for drama is not a real number"
+        );
+        assert!(PhoneNumber::parse("999999999999999").is_err());
+        assert_eq!(
+            PhoneNumber::parse(&"1".repeat(65)),
+            Err(PhoneNumberError::TooLong)
+        );
+    }
+
+    #[test]
+    fn display_and_debug_hide_all_but_the_last_four_digits() {
+        let n = PhoneNumber::parse("+16465550101").unwrap();
+        assert_eq!(n.to_string(), "***0101");
+        assert_eq!(format!("{n:?}"), "PhoneNumber(***0101)");
+        assert!(!format!("{n} {n:?}").contains("646555"));
+    }
+
+    #[test]
+    fn caller_id_treats_words_and_empty_values_as_withheld() {
+        assert_eq!(
+            CallerId::from_webhook(Some("447700900456")),
+            CallerId::Number("447700900456".into())
+        );
+        assert_eq!(
+            CallerId::from_webhook(Some("+447700900456")),
+            CallerId::Number("447700900456".into())
+        );
+        for withheld in [
+            None,
+            Some(""),
+            Some("Restricted"),
+            Some("anonymous"),
+            Some("12"),
+        ] {
+            assert_eq!(CallerId::from_webhook(withheld), CallerId::Withheld);
+        }
+    }
+}
