@@ -141,6 +141,31 @@ pub fn mask_digits(digits: &str) -> String {
     format!("***{tail}")
 }
 
+/// Masks every run of five or more digits in free text (an error message that may quote input),
+/// keeping the last four digits of each run.
+pub fn mask_digit_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 5 {
+            out.push_str(&mask_digits(run));
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 impl fmt::Display for PhoneNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.masked())
@@ -249,6 +274,14 @@ mod tests {
         assert_eq!(n.to_string(), "***0101");
         assert_eq!(format!("{n:?}"), "PhoneNumber(***0101)");
         assert!(!format!("{n} {n:?}").contains("646555"));
+    }
+
+    #[test]
+    fn digit_runs_in_free_text_are_masked() {
+        assert_eq!(
+            mask_digit_runs("invalid type: string \"16465550101\", at line 1 column 12"),
+            "invalid type: string \"***0101\", at line 1 column 12"
+        );
     }
 
     #[test]

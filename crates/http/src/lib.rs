@@ -1,1 +1,74 @@
+//! voice-proxy's HTTP layer: the Vonage webhooks, the REST admin API and health checks, on
+//! actix-web. Every error is an `application/problem+json` body.
 
+pub mod auth;
+pub mod calls;
+pub mod error;
+pub mod health;
+pub mod numbers;
+pub mod pagination;
+pub mod pairings;
+pub mod telemetry;
+pub mod webhooks;
+
+use actix_web::web;
+use voice_proxy_domain::allocation::AllocationPolicy;
+use voice_proxy_persistence::PgPool;
+
+pub use error::ApiError;
+
+/// Largest request body accepted anywhere.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Settings the handlers need.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// The bootstrap admin credential.
+    pub admin_token: String,
+    /// TTL of a pairing created without `ttl_seconds`.
+    pub default_ttl_seconds: i64,
+    /// Played to callers we do not connect.
+    pub no_route_message: String,
+    /// Played to callers whose pairing on the dialled number has ended.
+    pub pairing_ended_message: String,
+    /// Language of the messages (`talk.language`).
+    pub message_language: String,
+    /// Public base URL of this service, for `eventUrl` in NCCOs; without it Vonage sends the
+    /// connected leg's events to the application's event URL.
+    pub public_base_url: Option<String>,
+    /// How long the callee's phone rings before Vonage gives up.
+    pub ring_timeout_seconds: u32,
+    pub allocation: AllocationPolicy,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub settings: std::sync::Arc<HttpSettings>,
+}
+
+/// Registers every route and the extractor settings that turn bad input into problems.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_BODY_BYTES)
+            .error_handler(error::json_error),
+    )
+    .app_data(web::QueryConfig::default().error_handler(error::query_error))
+    .app_data(web::PathConfig::default().error_handler(error::path_error))
+    .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
+    .configure(health::configure)
+    .configure(webhooks::configure)
+    .service(
+        web::scope("/v1")
+            .configure(numbers::configure)
+            .configure(pairings::configure)
+            .configure(calls::configure),
+    )
+    .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such resource"))
+}

@@ -1,1 +1,49 @@
+//! voice-proxy's storage: sqlx over Postgres, and the schema migrations embedded from
+//! `migrations/`. One module per aggregate; each function takes a pool or a transaction.
 
+pub mod calls;
+pub mod migrate;
+pub mod numbers;
+pub mod pagination;
+pub mod pairings;
+
+use std::time::Duration;
+
+pub use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// Connection pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before it fails.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Builds a pool that connects lazily, so the service starts (and answers) while the database is
+/// still coming up.
+pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        // A broken connection surfaces as an error on use and is dropped; pinging before every
+        // acquire would add a round trip to every request.
+        .test_before_acquire(false)
+        .connect_lazy_with(options)
+}
+
+/// Whether an error is Postgres refusing a write because of the named constraint.
+pub(crate) fn violates(err: &sqlx::Error, constraint: &str) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.constraint())
+        .is_some_and(|c| c == constraint)
+}

@@ -1,1 +1,6 @@
+//! The voice-proxy service: configuration, telemetry and start-up, shared by the binary and the
+//! integration tests.
 
+pub mod config;
+pub mod startup;
+pub mod telemetry;

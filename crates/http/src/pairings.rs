@@ -1,0 +1,253 @@
+//! `/v1/pairings`: create, read, list and close pairings.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use voice_proxy_domain::pairing::NewPairingError;
+use voice_proxy_domain::{NewPairing, PairingId, PairingStatus, ParticipantRequest};
+use voice_proxy_persistence::pairings::{
+    self, CreateOutcome, CreatePairingError, Pairing, PairingFilter,
+};
+
+use crate::auth::require_admin;
+use crate::numbers::parse_number;
+use crate::pagination::{ListResponse, decode_cursor, encode_cursor, page_size};
+use crate::{ApiError, AppState};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/pairings", web::post().to(create_pairing))
+        .route("/pairings", web::get().to(list_pairings))
+        .route("/pairings/{id}", web::get().to(get_pairing))
+        .route("/pairings/{id}/close", web::post().to(close_pairing));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePairingRequest {
+    pub participants: Vec<ParticipantBody>,
+    pub ttl_seconds: Option<i64>,
+    pub reference: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantBody {
+    pub number: String,
+    pub label: Option<String>,
+    /// An explicit pool number for this participant instead of an automatic choice.
+    pub proxy_number: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct PairingResponse {
+    pub id: Uuid,
+    pub status: &'static str,
+    pub reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub participants: Vec<ParticipantResponse>,
+}
+
+#[derive(Serialize)]
+pub struct ParticipantResponse {
+    pub number: String,
+    pub label: Option<String>,
+    pub proxy_number: String,
+}
+
+impl From<Pairing> for PairingResponse {
+    fn from(p: Pairing) -> Self {
+        let status = p.status().as_str();
+        Self {
+            id: p.id.as_uuid(),
+            status,
+            reference: p.reference,
+            created_at: p.created_at,
+            expires_at: p.expires_at,
+            closed_at: p.closed_at,
+            participants: p
+                .participants
+                .into_iter()
+                .map(|x| ParticipantResponse {
+                    number: x.number.expose().to_owned(),
+                    label: x.label,
+                    proxy_number: x.proxy_number.expose().to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn parse_request(body: CreatePairingRequest, default_ttl: i64) -> Result<NewPairing, ApiError> {
+    let participants = body
+        .participants
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Ok(ParticipantRequest {
+                number: parse_number(&format!("participants[{i}].number"), &p.number)?,
+                label: p.label,
+                proxy_number: p
+                    .proxy_number
+                    .map(|n| parse_number(&format!("participants[{i}].proxy_number"), &n))
+                    .transpose()?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    NewPairing::new(
+        participants,
+        body.ttl_seconds.unwrap_or(default_ttl),
+        body.reference,
+    )
+    .map_err(|e: NewPairingError| ApiError::validation(e.to_string()))
+}
+
+async fn create_pairing(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<CreatePairingRequest>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let request = parse_request(body.into_inner(), state.settings.default_ttl_seconds)?;
+    match pairings::create(&state.pool, &request, &state.settings.allocation).await {
+        Ok(CreateOutcome::Created(p)) => {
+            tracing::info!(pairing_id = %p.id, "pairing created");
+            Ok(HttpResponse::Created().json(PairingResponse::from(p)))
+        }
+        Ok(CreateOutcome::Existing(p)) => {
+            tracing::info!(pairing_id = %p.id, "pairing request repeated; returning the existing pairing");
+            Ok(HttpResponse::Ok().json(PairingResponse::from(p)))
+        }
+        Err(e) => Err(create_error(e)),
+    }
+}
+
+fn create_error(e: CreatePairingError) -> ApiError {
+    match e {
+        CreatePairingError::ReferenceConflict(existing) => ApiError::conflict(
+            "reference-conflict",
+            "Reference already in use",
+            format!(
+                "the active pairing {} has this reference with other participants",
+                existing.id
+            ),
+        ),
+        CreatePairingError::ParticipantIsPoolNumber { position } => ApiError::validation(format!(
+            "participants[{position}].number is a pool number; a participant must be a real phone"
+        )),
+        CreatePairingError::ProxyNotInPool { position } => ApiError::validation(format!(
+            "participants[{position}].proxy_number is not a pool number"
+        )),
+        CreatePairingError::ProxyUnavailable { position } => ApiError::conflict(
+            "proxy-number-unavailable",
+            "Proxy number unavailable",
+            format!(
+                "participants[{position}].proxy_number is retired, or already routes this participant in another active pairing"
+            ),
+        ),
+        CreatePairingError::PoolExhausted {
+            position,
+            participant,
+            country,
+        } => ApiError::conflict(
+            "pool-exhausted",
+            "No pool number free for this participant",
+            match country {
+                Some(c) => format!(
+                    "no pool number of {c} is free for participants[{position}] ({participant}): every one already routes this person; add numbers to the pool"
+                ),
+                None => format!(
+                    "no pool number is free for participants[{position}] ({participant}): every one already routes this person; add numbers to the pool"
+                ),
+            },
+        ),
+        CreatePairingError::Contention => {
+            ApiError::unavailable("too many concurrent requests for the same participants; retry")
+        }
+        CreatePairingError::Database(e) => e.into(),
+    }
+}
+
+/// Parses a pairing id from the path; a malformed id is a 400, never a 404.
+pub fn parse_pairing_id(raw: &str) -> Result<PairingId, ApiError> {
+    Uuid::parse_str(raw)
+        .map(PairingId::from_uuid)
+        .map_err(|_| ApiError::bad_request("the pairing id is not a UUID"))
+}
+
+async fn get_pairing(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id = parse_pairing_id(&path)?;
+    let pairing = pairings::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no pairing {id}")))?;
+    Ok(HttpResponse::Ok().json(PairingResponse::from(pairing)))
+}
+
+async fn close_pairing(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id = parse_pairing_id(&path)?;
+    let pairing = pairings::close(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no pairing {id}")))?;
+    tracing::info!(pairing_id = %id, status = pairing.status().as_str(), "pairing closed");
+    Ok(HttpResponse::Ok().json(PairingResponse::from(pairing)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    reference: Option<String>,
+    number: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+const CURSOR_KIND: &str = "pairings";
+
+async fn list_pairings(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let query = query.into_inner();
+    let limit = page_size(query.limit)?;
+    let filter = PairingFilter {
+        reference: query.reference,
+        number: query
+            .number
+            .map(|n| parse_number("number", &n))
+            .transpose()?,
+        status: query
+            .status
+            .map(|s| {
+                PairingStatus::parse(&s).ok_or_else(|| {
+                    ApiError::validation("status must be one of active, closed, expired")
+                })
+            })
+            .transpose()?,
+    };
+    let after = decode_cursor(CURSOR_KIND, query.cursor.as_deref())?
+        .map(|k| parse_pairing_id(&k))
+        .transpose()
+        .map_err(|_| ApiError::bad_request("malformed cursor"))?;
+    let page = pairings::list(&state.pool, &filter, after, limit).await?;
+    Ok(HttpResponse::Ok().json(ListResponse {
+        items: page.items.into_iter().map(PairingResponse::from).collect(),
+        next_cursor: page
+            .next
+            .map(|k| encode_cursor(CURSOR_KIND, &k.to_string())),
+    }))
+}

@@ -1,0 +1,153 @@
+//! The pool of proxy numbers.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use voice_proxy_domain::{CountryCode, PhoneNumber};
+
+use crate::pagination::Page;
+use crate::violates;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolNumber {
+    pub number: PhoneNumber,
+    pub country: CountryCode,
+    pub state: NumberState,
+    pub reserved: bool,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberState {
+    Active,
+    Retired,
+}
+
+impl NumberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Retired => "retired",
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    number: String,
+    country: String,
+    state: String,
+    reserved: bool,
+    created_at: DateTime<Utc>,
+    retired_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<Row> for PoolNumber {
+    type Error = sqlx::Error;
+    fn try_from(r: Row) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            number: PhoneNumber::from_trusted_digits(r.number),
+            country: CountryCode::parse(&r.country)
+                .ok_or_else(|| sqlx::Error::Decode("bad country code in pool_numbers".into()))?,
+            state: match r.state.as_str() {
+                "retired" => NumberState::Retired,
+                _ => NumberState::Active,
+            },
+            reserved: r.reserved,
+            created_at: r.created_at,
+            retired_at: r.retired_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "number, country, state, reserved, created_at, retired_at";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddNumberError {
+    #[error("the number is already in the pool")]
+    AlreadyExists,
+    #[error("the number is a participant of an active pairing")]
+    IsParticipant,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[tracing::instrument(skip_all, fields(number = %number))]
+pub async fn add(
+    pool: &PgPool,
+    number: &PhoneNumber,
+    country: &CountryCode,
+    reserved: bool,
+) -> Result<PoolNumber, AddNumberError> {
+    let row: Result<Row, sqlx::Error> = sqlx::query_as(
+        "INSERT INTO pool_numbers (number, country, reserved) VALUES ($1, $2, $3)
+         RETURNING number, country, state, reserved, created_at, retired_at",
+    )
+    .bind(number.expose())
+    .bind(country.as_str())
+    .bind(reserved)
+    .fetch_one(pool)
+    .await;
+    match row {
+        Ok(row) => Ok(row.try_into()?),
+        Err(e) if violates(&e, "pool_numbers_pkey") => Err(AddNumberError::AlreadyExists),
+        Err(e) if violates(&e, "pool_numbers_not_participant") => {
+            Err(AddNumberError::IsParticipant)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn get(pool: &PgPool, number: &PhoneNumber) -> Result<Option<PoolNumber>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM pool_numbers WHERE number = $1"
+    )))
+    .bind(number.expose())
+    .fetch_optional(pool)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+/// Numbers in the order of their digits, after `after`.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    pool: &PgPool,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Page<PoolNumber, String>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM pool_numbers WHERE ($1::text IS NULL OR number > $1)
+         ORDER BY number LIMIT $2"
+    )))
+    .bind(after)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    let items = rows
+        .into_iter()
+        .map(TryInto::try_into)
+        .collect::<Result<Vec<PoolNumber>, _>>()?;
+    Ok(Page::from_rows(items, limit, |n| {
+        n.number.expose().to_owned()
+    }))
+}
+
+/// Retires a number: it is never allocated again, while pairings that use it keep routing until
+/// they end. Retiring a retired number changes nothing. `None` if the number is not in the pool.
+#[tracing::instrument(skip_all, fields(number = %number))]
+pub async fn retire(
+    pool: &PgPool,
+    number: &PhoneNumber,
+) -> Result<Option<PoolNumber>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE pool_numbers
+            SET state = 'retired', retired_at = COALESCE(retired_at, now())
+          WHERE number = $1
+         RETURNING {COLUMNS}"
+    )))
+    .bind(number.expose())
+    .fetch_optional(pool)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}

@@ -1,0 +1,221 @@
+//! Settings, read from the environment. Every setting and its default is listed in
+//! `.env.example`; a value that cannot be parsed stops the service with a message naming it.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::postgres::PgConnectOptions;
+use voice_proxy_domain::allocation::{AllocationPolicy, CoolOffMode, GeoMatch, Stickiness};
+use voice_proxy_domain::pairing::{MAX_TTL_SECONDS, MIN_TTL_SECONDS};
+use voice_proxy_http::HttpSettings;
+use voice_proxy_persistence::PoolSettings;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/voice_proxy";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: PgConnectOptions,
+    pub pool: PoolSettings,
+    pub listen_addr: SocketAddr,
+    /// HTTP worker threads; defaults to the number of CPUs.
+    pub http_workers: Option<usize>,
+    pub http: HttpSettings,
+    pub sweep_interval: Duration,
+    pub log_format: LogFormat,
+}
+
+/// Reads a setting through `lookup` (the environment, or a map in tests).
+struct Env<F: Fn(&str) -> Option<String>>(F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn string(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, name: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.string(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{name}={raw:?} is not valid: {e}")),
+        }
+    }
+
+    fn choice<T>(
+        &self,
+        name: &str,
+        default: T,
+        parse: fn(&str) -> Option<T>,
+        allowed: &str,
+    ) -> anyhow::Result<T> {
+        match self.string(name) {
+            None => Ok(default),
+            Some(raw) => parse(raw.trim()).ok_or_else(|| {
+                anyhow::anyhow!("{name}={raw:?} is not valid: use one of {allowed}")
+            }),
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let env = Env(lookup);
+        let database_url = env
+            .string("DATABASE_URL")
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let database = PgConnectOptions::from_str(&database_url)
+            .context("DATABASE_URL is not a valid postgres:// URL")?
+            .application_name("voice-proxy");
+
+        let admin_token = env.string("ADMIN_TOKEN").context(
+            "ADMIN_TOKEN is not set: choose a long random secret (e.g. `openssl rand -hex 32`)",
+        )?;
+        if admin_token.len() < 16 {
+            bail!("ADMIN_TOKEN must be at least 16 characters long");
+        }
+
+        let default_ttl_seconds: i64 = env.parse("DEFAULT_PAIRING_TTL_SECONDS", 3600)?;
+        if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&default_ttl_seconds) {
+            bail!(
+                "DEFAULT_PAIRING_TTL_SECONDS must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}"
+            );
+        }
+        let public_base_url = env.string("PUBLIC_BASE_URL");
+        if let Some(url) = &public_base_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                bail!("PUBLIC_BASE_URL must start with https:// or http://");
+            }
+        }
+        let ring_timeout_seconds: u32 = env.parse("RING_TIMEOUT_SECONDS", 45)?;
+        if !(3..=7200).contains(&ring_timeout_seconds) {
+            bail!("RING_TIMEOUT_SECONDS must be between 3 and 7200");
+        }
+        let cool_off_seconds: i64 = env.parse("COOL_OFF_SECONDS", 24 * 3600)?;
+        if cool_off_seconds < 0 {
+            bail!("COOL_OFF_SECONDS must not be negative");
+        }
+        let allocation = AllocationPolicy {
+            geo: env.choice(
+                "GEO_MATCH",
+                GeoMatch::Strict,
+                GeoMatch::parse,
+                "strict, prefer, off",
+            )?,
+            stickiness: env.choice(
+                "STICKINESS",
+                Stickiness::PreferSticky,
+                Stickiness::parse,
+                "prefer-sticky, avoid-sticky",
+            )?,
+            cool_off: chrono::Duration::seconds(cool_off_seconds),
+            cool_off_mode: env.choice(
+                "COOL_OFF_MODE",
+                CoolOffMode::Soft,
+                CoolOffMode::parse,
+                "soft, strict",
+            )?,
+        };
+        let http_workers: usize = env.parse("HTTP_WORKERS", 0)?;
+
+        Ok(Self {
+            database,
+            pool: PoolSettings {
+                max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 16)?,
+                acquire_timeout: Duration::from_millis(env.parse("DATABASE_ACQUIRE_TIMEOUT_MS", 2000)?),
+            },
+            listen_addr: env.parse("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            http_workers: (http_workers > 0).then_some(http_workers),
+            http: HttpSettings {
+                admin_token,
+                default_ttl_seconds,
+                no_route_message: env.string("NO_ROUTE_MESSAGE").unwrap_or_else(|| {
+                    "The number you have called cannot be connected. Goodbye.".to_owned()
+                }),
+                pairing_ended_message: env.string("PAIRING_ENDED_MESSAGE").unwrap_or_else(|| {
+                    "This number is no longer connected to your contact. Please use the app to reach them. Goodbye."
+                        .to_owned()
+                }),
+                message_language: env
+                    .string("MESSAGE_LANGUAGE")
+                    .unwrap_or_else(|| "en-US".to_owned()),
+                public_base_url,
+                ring_timeout_seconds,
+                allocation,
+            },
+            sweep_interval: Duration::from_secs(env.parse("SWEEP_INTERVAL_SECONDS", 60)?),
+            log_format: env.choice(
+                "LOG_FORMAT",
+                LogFormat::Json,
+                |s| match s {
+                    "json" => Some(LogFormat::Json),
+                    "pretty" => Some(LogFormat::Pretty),
+                    _ => None,
+                },
+                "json, pretty",
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_admin_token_is_set() {
+        let s = settings(&[("ADMIN_TOKEN", "0123456789abcdef")]).unwrap();
+        assert_eq!(s.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.http.default_ttl_seconds, 3600);
+        assert_eq!(s.http.allocation, AllocationPolicy::default());
+        assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_missing_admin_token_or_a_bad_value_names_the_setting() {
+        let err = settings(&[]).unwrap_err().to_string();
+        assert!(err.contains("ADMIN_TOKEN"), "{err}");
+        let err = settings(&[
+            ("ADMIN_TOKEN", "0123456789abcdef"),
+            ("LISTEN_ADDR", "nowhere"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("LISTEN_ADDR"), "{err}");
+        let err = settings(&[("ADMIN_TOKEN", "0123456789abcdef"), ("GEO_MATCH", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GEO_MATCH") && err.contains("strict"), "{err}");
+        let err = settings(&[
+            ("ADMIN_TOKEN", "0123456789abcdef"),
+            ("DATABASE_URL", "mysql://x"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+}
