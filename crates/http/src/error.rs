@@ -147,10 +147,10 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if self.status.is_server_error() {
-            if let Some(source) = &self.source {
-                tracing::error!(error = ?source, code = self.code, "request failed");
-            }
+        if self.status.is_server_error()
+            && let Some(source) = &self.source
+        {
+            tracing::error!(error = ?source, code = self.code, "request failed");
         }
         let body = Problem {
             kind: self.problem_type(),

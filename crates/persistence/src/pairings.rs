@@ -99,7 +99,7 @@ pub enum CreateOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum CreatePairingError {
     #[error("an active pairing with this reference has other participants")]
-    ReferenceConflict(Pairing),
+    ReferenceConflict(Box<Pairing>),
     #[error("participant {position} has a number of the pool")]
     ParticipantIsPoolNumber { position: usize },
     #[error("the proxy number asked for participant {position} is not in the pool")]
@@ -132,17 +132,16 @@ pub async fn create(
     policy: &AllocationPolicy,
 ) -> Result<CreateOutcome, CreatePairingError> {
     for attempt in 0..MAX_ATTEMPTS {
-        if let Some(reference) = &request.reference {
-            if let Some(existing) = find_active_by_reference(pool, reference).await? {
-                let same = request.is_same_request_as(
-                    &existing.participants.clone().map(|p| (p.number, p.label)),
-                );
-                return if same {
-                    Ok(CreateOutcome::Existing(existing))
-                } else {
-                    Err(CreatePairingError::ReferenceConflict(existing))
-                };
-            }
+        if let Some(reference) = &request.reference
+            && let Some(existing) = find_active_by_reference(pool, reference).await?
+        {
+            let same = request
+                .is_same_request_as(&existing.participants.clone().map(|p| (p.number, p.label)));
+            return if same {
+                Ok(CreateOutcome::Existing(existing))
+            } else {
+                Err(CreatePairingError::ReferenceConflict(Box::new(existing)))
+            };
         }
         match try_create(pool, request, policy).await {
             Ok(pairing) => {

@@ -79,6 +79,9 @@ impl Settings {
         let database_url = env
             .string("DATABASE_URL")
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            bail!("DATABASE_URL must be a postgres:// or postgresql:// URL");
+        }
         let database = PgConnectOptions::from_str(&database_url)
             .context("DATABASE_URL is not a valid postgres:// URL")?
             .application_name("voice-proxy");
@@ -97,10 +100,10 @@ impl Settings {
             );
         }
         let public_base_url = env.string("PUBLIC_BASE_URL");
-        if let Some(url) = &public_base_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                bail!("PUBLIC_BASE_URL must start with https:// or http://");
-            }
+        if let Some(url) = &public_base_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            bail!("PUBLIC_BASE_URL must start with https:// or http://");
         }
         let ring_timeout_seconds: u32 = env.parse("RING_TIMEOUT_SECONDS", 45)?;
         if !(3..=7200).contains(&ring_timeout_seconds) {

@@ -1,0 +1,227 @@
+//! Test harness: each test gets a database of its own on the real Postgres server, and the real
+//! application listening on a free port.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use uuid::Uuid;
+use voice_proxy_persistence::migrate;
+use voice_proxy_server::config::{LogFormat, Settings};
+use voice_proxy_server::startup::Application;
+use voice_proxy_server::telemetry;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        telemetry::init(LogFormat::Pretty, std::io::stdout);
+    }
+});
+
+/// The server that holds the test databases.
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Creates an empty database and returns its URL.
+pub async fn create_database() -> String {
+    let name = format!("vp_test_{}", Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&server_url())
+        .await
+        .expect("Postgres must answer at TEST_DATABASE_URL (default 127.0.0.1:5432)");
+    conn.execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+        .await
+        .expect("create test database");
+    let base = server_url();
+    let (prefix, _) = base.rsplit_once('/').expect("URL with a database");
+    format!("{prefix}/{name}")
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    #[allow(dead_code)]
+    pub database_url: String,
+    pub client: reqwest::Client,
+}
+
+pub fn base_env(database_url: &str) -> HashMap<String, String> {
+    [
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("DATABASE_URL", database_url),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("HTTP_WORKERS", "2"),
+        ("PUBLIC_BASE_URL", "https://proxy.example.com"),
+        ("COOL_OFF_SECONDS", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Spawns the application with extra environment settings.
+pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+    let database_url = create_database().await;
+    spawn_app_on(&database_url, vars).await
+}
+
+/// Spawns an application on an existing database (a second instance, say).
+pub async fn spawn_app_on(database_url: &str, vars: &[(&str, &str)]) -> TestApp {
+    LazyLock::force(&TRACING);
+    let mut env = base_env(database_url);
+    for (k, v) in vars {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
+    migrate::run_with(&settings.database)
+        .await
+        .expect("migrations apply");
+    let app = Application::build(settings).expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let pool = app.pool().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        pool,
+        database_url: database_url.to_owned(),
+        client: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn add_number(&self, number: &str) -> Response {
+        self.post_json("/v1/numbers", &json!({ "number": number }))
+            .await
+    }
+
+    /// Adds pool numbers, asserting each is created.
+    pub async fn add_numbers(&self, numbers: &[&str]) {
+        for n in numbers {
+            let r = self.add_number(n).await;
+            assert_eq!(r.status(), StatusCode::CREATED, "adding {n}");
+        }
+    }
+
+    pub async fn create_pairing(&self, a: &str, b: &str) -> Response {
+        self.post_json(
+            "/v1/pairings",
+            &json!({"participants": [
+                {"number": a, "label": "driver"},
+                {"number": b, "label": "passenger"}
+            ]}),
+        )
+        .await
+    }
+
+    /// Creates a pairing and returns its body, asserting 201.
+    pub async fn pair(&self, a: &str, b: &str) -> Value {
+        let r = self.create_pairing(a, b).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json().await.expect("json")
+    }
+
+    /// Calls the answer webhook as Vonage does by default (GET with a query string).
+    pub async fn answer(&self, from: &str, to: &str, conversation: &str) -> Value {
+        let r = self
+            .client
+            .get(self.url("/webhooks/answer"))
+            .query(&[
+                ("from", from),
+                ("to", to),
+                ("uuid", &format!("{conversation}-in")),
+                ("conversation_uuid", conversation),
+            ])
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "application/json"
+        );
+        r.json().await.expect("NCCO json")
+    }
+
+    pub async fn post_event(&self, event: &Value) -> Response {
+        self.client
+            .post(self.url("/webhooks/event"))
+            .json(event)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query")
+    }
+}
+
+/// Asserts a problem+json response and returns its body.
+pub async fn assert_problem(r: Response, status: StatusCode) -> Value {
+    assert_eq!(r.status(), status);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = r.json().await.expect("problem json");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:voice-proxy:problem:")
+    );
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+/// The proxy number of participant `i` in a pairing body.
+pub fn proxy_of(pairing: &Value, i: usize) -> String {
+    pairing["participants"][i]["proxy_number"]
+        .as_str()
+        .expect("proxy_number")
+        .to_owned()
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real application over HTTP, against the real Postgres server.
+
+mod calls;
+mod helpers;
+mod invariants;
+mod numbers;
+mod pairings;
+mod webhooks;
