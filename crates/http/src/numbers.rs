@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use voice_proxy_domain::PhoneNumber;
-use voice_proxy_persistence::numbers::{self, AddNumberError, PoolNumber};
+use voice_proxy_persistence::numbers::{self, AddNumberError, CountryReport, PoolNumber};
 
 use crate::auth::require_admin;
 use crate::pagination::{ListResponse, decode_cursor, encode_cursor, page_size};
@@ -14,7 +14,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/numbers", web::post().to(add_number))
         .route("/numbers", web::get().to(list_numbers))
         .route("/numbers/{number}", web::get().to(get_number))
-        .route("/numbers/{number}", web::delete().to(retire_number));
+        .route("/numbers/{number}", web::patch().to(update_number))
+        .route("/numbers/{number}", web::delete().to(retire_number))
+        .route("/pool", web::get().to(pool_report));
 }
 
 #[derive(Deserialize)]
@@ -137,4 +139,79 @@ async fn retire_number(
 fn parse_path_number(raw: &str) -> Result<PhoneNumber, ApiError> {
     PhoneNumber::parse(raw)
         .map_err(|e| ApiError::bad_request(format!("the path holds no valid phone number: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNumberRequest {
+    /// Reserved numbers are never chosen automatically, only when a request names them.
+    pub reserved: bool,
+}
+
+async fn update_number(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<UpdateNumberRequest>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let number = parse_path_number(&path)?;
+    let updated = numbers::set_reserved(&state.pool, &number, body.reserved)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{number} is not in the pool")))?;
+    tracing::info!(number = %number, reserved = body.reserved, "pool number updated");
+    Ok(HttpResponse::Ok().json(NumberResponse::from(updated)))
+}
+
+#[derive(Serialize)]
+pub struct PoolReport {
+    pub countries: Vec<CountryPool>,
+}
+
+#[derive(Serialize)]
+pub struct CountryPool {
+    pub country: String,
+    pub numbers: NumberCounts,
+    pub active_pairings: i64,
+    /// The most active pairings held by one person on this country's numbers.
+    pub max_pairings_per_person: i64,
+    /// How many more pairings that busiest person can get here before a refusal.
+    pub headroom: i64,
+    pub exhaustion_refusals_24h: i64,
+}
+
+#[derive(Serialize)]
+pub struct NumberCounts {
+    pub active: i64,
+    pub reserved: i64,
+    pub retired: i64,
+}
+
+impl From<CountryReport> for CountryPool {
+    fn from(r: CountryReport) -> Self {
+        Self {
+            headroom: (r.active - r.max_held_by_one_person).max(0),
+            country: r.country,
+            numbers: NumberCounts {
+                active: r.active,
+                reserved: r.reserved,
+                retired: r.retired,
+            },
+            active_pairings: r.active_pairings,
+            max_pairings_per_person: r.max_held_by_one_person,
+            exhaustion_refusals_24h: r.exhaustion_refusals_24h,
+        }
+    }
+}
+
+/// `GET /v1/pool`: per country, the numbers, the load and the headroom before exhaustion.
+async fn pool_report(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let report = numbers::report(&state.pool).await?;
+    Ok(HttpResponse::Ok().json(PoolReport {
+        countries: report.into_iter().map(CountryPool::from).collect(),
+    }))
 }

@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use voice_proxy_domain::pairing::NewPairingError;
+use voice_proxy_domain::pairing::{MAX_TTL_SECONDS, ttl_from_seconds};
 use voice_proxy_domain::{NewPairing, PairingId, PairingStatus, ParticipantRequest};
 use voice_proxy_persistence::pairings::{
-    self, CreateOutcome, CreatePairingError, Pairing, PairingFilter,
+    self, ChangeExpiryError, CreateOutcome, CreatePairingError, NewExpiry, Pairing, PairingFilter,
 };
 
 use crate::auth::require_admin;
@@ -19,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/pairings", web::post().to(create_pairing))
         .route("/pairings", web::get().to(list_pairings))
         .route("/pairings/{id}", web::get().to(get_pairing))
+        .route("/pairings/{id}", web::patch().to(change_expiry))
         .route("/pairings/{id}/close", web::post().to(close_pairing));
 }
 
@@ -250,4 +252,57 @@ async fn list_pairings(
             .next
             .map(|k| encode_cursor(CURSOR_KIND, &k.to_string())),
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeExpiryRequest {
+    /// The pairing expires this many seconds from now.
+    pub ttl_seconds: Option<i64>,
+    /// The pairing expires at this instant (RFC 3339).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `PATCH /v1/pairings/{id}`: moves the expiry of an active pairing.
+async fn change_expiry(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<ChangeExpiryRequest>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id = parse_pairing_id(&path)?;
+    let expiry = match (body.ttl_seconds, body.expires_at) {
+        (Some(ttl), None) => NewExpiry::FromNow(ttl_from_seconds(ttl).ok_or_else(|| {
+            ApiError::validation(format!(
+                "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"
+            ))
+        })?),
+        (None, Some(at)) => NewExpiry::At(at),
+        _ => {
+            return Err(ApiError::validation(
+                "give exactly one of ttl_seconds and expires_at",
+            ));
+        }
+    };
+    let max_ttl = chrono::Duration::seconds(MAX_TTL_SECONDS);
+    match pairings::change_expiry(&state.pool, id, expiry, max_ttl).await {
+        Ok(p) => {
+            tracing::info!(pairing_id = %id, expires_at = %p.expires_at, "pairing expiry changed");
+            Ok(HttpResponse::Ok().json(PairingResponse::from(p)))
+        }
+        Err(ChangeExpiryError::NotFound) => Err(ApiError::not_found(format!("no pairing {id}"))),
+        Err(ChangeExpiryError::Ended(p)) => Err(ApiError::conflict(
+            "pairing-ended",
+            "Pairing has ended",
+            format!(
+                "pairing {id} is {}; its expiry can no longer change",
+                p.status().as_str()
+            ),
+        )),
+        Err(ChangeExpiryError::OutOfRange) => Err(ApiError::validation(format!(
+            "the new expiry must be in the future and at most {MAX_TTL_SECONDS} seconds from now"
+        ))),
+        Err(ChangeExpiryError::Database(e)) => Err(e.into()),
+    }
 }

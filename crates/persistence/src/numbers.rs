@@ -151,3 +151,81 @@ pub async fn retire(
     .await?;
     row.map(TryInto::try_into).transpose()
 }
+
+/// Marks a number reserved (chosen only when a request names it) or not. `None` if the number is
+/// not in the pool.
+#[tracing::instrument(skip_all, fields(number = %number, reserved))]
+pub async fn set_reserved(
+    pool: &PgPool,
+    number: &PhoneNumber,
+    reserved: bool,
+) -> Result<Option<PoolNumber>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE pool_numbers SET reserved = $2 WHERE number = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(number.expose())
+    .bind(reserved)
+    .fetch_optional(pool)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+/// The state of the pool in one country.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CountryReport {
+    pub country: String,
+    /// Active numbers that allocation may choose.
+    pub active: i64,
+    /// Active numbers chosen only when a request names them.
+    pub reserved: i64,
+    pub retired: i64,
+    /// Participants of active pairings whose proxy number is of this country.
+    pub active_pairings: i64,
+    /// The most active pairings any one person holds on numbers of this country. A person can
+    /// hold at most one active pairing per number, so when this reaches `active` the next
+    /// pairing for that person is refused: `active - max_held_by_one_person` is the headroom.
+    pub max_held_by_one_person: i64,
+    /// Pairings refused for exhaustion in the last 24 hours.
+    pub exhaustion_refusals_24h: i64,
+}
+
+/// Per-country figures of the pool. It reads every active participant once, so it costs a scan
+/// of the active pairings: an operator's report, not something to poll every second.
+#[tracing::instrument(skip_all)]
+pub async fn report(pool: &PgPool) -> Result<Vec<CountryReport>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH numbers AS (
+             SELECT country,
+                    count(*) FILTER (WHERE state = 'active' AND NOT reserved) AS active,
+                    count(*) FILTER (WHERE state = 'active' AND reserved) AS reserved,
+                    count(*) FILTER (WHERE state = 'retired') AS retired
+               FROM pool_numbers GROUP BY country
+         ), held AS (
+             SELECT n.country, p.number, count(*) AS n
+               FROM participants p JOIN pool_numbers n ON n.number = p.proxy_number
+              WHERE upper(p.active_during) > now()
+              GROUP BY n.country, p.number
+         ), pairings AS (
+             SELECT country, sum(n)::bigint AS active_pairings, max(n) AS max_held
+               FROM held GROUP BY country
+         ), refusals AS (
+             SELECT country, count(*) AS n FROM exhaustion_refusals
+              WHERE refused_at > now() - interval '24 hours' GROUP BY country
+         )
+         SELECT c.country,
+                COALESCE(numbers.active, 0) AS active,
+                COALESCE(numbers.reserved, 0) AS reserved,
+                COALESCE(numbers.retired, 0) AS retired,
+                COALESCE(pairings.active_pairings, 0) AS active_pairings,
+                COALESCE(pairings.max_held, 0) AS max_held_by_one_person,
+                COALESCE(refusals.n, 0) AS exhaustion_refusals_24h
+           FROM (SELECT country FROM numbers
+                 UNION SELECT country FROM refusals WHERE country IS NOT NULL) c
+           LEFT JOIN numbers USING (country)
+           LEFT JOIN pairings USING (country)
+           LEFT JOIN refusals USING (country)
+          ORDER BY c.country",
+    )
+    .fetch_all(pool)
+    .await
+}

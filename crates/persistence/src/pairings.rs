@@ -177,7 +177,16 @@ enum Attempt {
 
 impl From<sqlx::Error> for Attempt {
     fn from(e: sqlx::Error) -> Self {
-        if violates(&e, "participants_one_route") || violates(&e, "pairings_reference_once") {
+        // 40P01 deadlock and 40001 serialization failure: Postgres aborted us to let a
+        // concurrent transaction through; the attempt is retried.
+        let retryable = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| c == "40P01" || c == "40001");
+        if retryable
+            || violates(&e, "participants_one_route")
+            || violates(&e, "pairings_reference_once")
+        {
             Self::LostRace
         } else if violates(&e, "participants_not_pool_number") {
             Self::Failed(CreatePairingError::ParticipantIsPoolNumber { position: 0 })
@@ -204,6 +213,24 @@ async fn try_create(
         .iter()
         .map(|p| p.number.expose())
         .collect();
+    // Requests for the same people (or the same reference) take turns: each then reads what the
+    // one before it committed, instead of both choosing from the same snapshot and one losing at
+    // the constraint. The locks are per person, taken in one global order, and end with the
+    // transaction. The constraints stay the last word.
+    if let Some(reference) = &request.reference {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('reference:' || $1, 0))")
+            .bind(reference)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k)
+           FROM (SELECT hashtextextended('number:' || n, 0) AS k
+                   FROM unnest($1::text[]) AS n ORDER BY 1) AS keys",
+    )
+    .bind(&numbers)
+    .execute(&mut *tx)
+    .await?;
     let in_pool: Vec<String> =
         sqlx::query_scalar("SELECT number FROM pool_numbers WHERE number = ANY($1)")
             .bind(&numbers)
@@ -548,6 +575,77 @@ pub async fn close(pool: &PgPool, id: PairingId) -> Result<Option<Pairing>, sqlx
         adjust_load(pool, &p.participants, -1).await;
     }
     Ok(pairing)
+}
+
+/// A new expiry for a pairing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewExpiry {
+    /// This long from now.
+    FromNow(Duration),
+    /// At this instant.
+    At(DateTime<Utc>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeExpiryError {
+    #[error("no such pairing")]
+    NotFound,
+    #[error("the pairing has ended")]
+    Ended(Box<Pairing>),
+    #[error("the new expiry is not in the future, or is further than the longest TTL allows")]
+    OutOfRange,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Moves the expiry of an active pairing; a pairing that is closed or expired stays ended.
+#[tracing::instrument(skip_all, fields(pairing_id = %id))]
+pub async fn change_expiry(
+    pool: &PgPool,
+    id: PairingId,
+    expiry: NewExpiry,
+    max_ttl: Duration,
+) -> Result<Pairing, ChangeExpiryError> {
+    let (at, ttl_seconds): (Option<DateTime<Utc>>, Option<f64>) = match expiry {
+        NewExpiry::FromNow(d) => (None, Some(d.num_milliseconds() as f64 / 1000.0)),
+        NewExpiry::At(t) => (Some(t), None),
+    };
+    let updated: Result<Option<(Uuid, bool)>, sqlx::Error> = sqlx::query_as(
+        "WITH wanted AS (
+             SELECT COALESCE($2, now() + make_interval(secs => $3)) AS expires_at
+         )
+         UPDATE pairings p
+            SET expires_at = w.expires_at
+           FROM wanted w
+          WHERE p.id = $1 AND p.closed_at IS NULL AND p.expires_at > now()
+            AND w.expires_at > now() AND w.expires_at <= now() + make_interval(secs => $4)
+         RETURNING p.id, true",
+    )
+    .bind(id.as_uuid())
+    .bind(at)
+    .bind(ttl_seconds)
+    .bind(max_ttl.num_seconds() as f64)
+    .fetch_optional(pool)
+    .await;
+    let updated = match updated {
+        Ok(u) => u,
+        // Only possible if the longer validity would overlap a pairing made since; refuse.
+        Err(e)
+            if violates(&e, "participants_one_route")
+                || violates(&e, "pairings_reference_once") =>
+        {
+            return Err(ChangeExpiryError::OutOfRange);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pairing = get(pool, id).await?.ok_or(ChangeExpiryError::NotFound)?;
+    if updated.is_some() {
+        return Ok(pairing);
+    }
+    if pairing.status() != PairingStatus::Active {
+        return Err(ChangeExpiryError::Ended(Box::new(pairing)));
+    }
+    Err(ChangeExpiryError::OutOfRange)
 }
 
 /// What an inbound call from `caller` to `proxy_number` should do.

@@ -1,5 +1,6 @@
 //! Integration tests: the real application over HTTP, against the real Postgres server.
 
+mod allocation;
 mod calls;
 mod helpers;
 mod invariants;
