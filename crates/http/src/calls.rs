@@ -1,48 +1,109 @@
 //! `/v1/calls`: the call audit.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use voice_proxy_domain::CallId;
 use voice_proxy_domain::call::parse_timestamp;
+use voice_proxy_domain::{CallId, CallOutcome};
 use voice_proxy_persistence::calls::{self, Call, CallFilter};
 
-use crate::auth::require_admin;
+use crate::auth::{Scope, require};
 use crate::pagination::{ListResponse, decode_cursor, encode_cursor, page_size};
 use crate::pairings::parse_pairing_id;
 use crate::{ApiError, AppState};
 
+/// Both routes need the `calls:read` scope (or `admin`), checked before the request is read.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/calls", web::get().to(list_calls))
-        .route("/calls/{id}", web::get().to(get_call));
+    cfg.route(
+        "/calls",
+        require(Scope::CallsRead, web::get().to(list_calls)),
+    )
+    .route(
+        "/calls/{id}",
+        require(Scope::CallsRead, web::get().to(get_call)),
+    );
 }
 
-#[derive(Serialize)]
+/// What the answer webhook did with the call.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcomeName {
+    /// Connected to the other participant.
+    Routed,
+    /// The caller has no pairing on the dialled number.
+    NoPairing,
+    /// The caller's pairing on the dialled number is closed or expired.
+    PairingEnded,
+    /// The caller id was withheld.
+    Anonymous,
+    /// The answer request lacked what Vonage always sends.
+    InvalidRequest,
+}
+
+impl From<CallOutcome> for CallOutcomeName {
+    fn from(o: CallOutcome) -> Self {
+        match o {
+            CallOutcome::Routed => Self::Routed,
+            CallOutcome::NoPairing => Self::NoPairing,
+            CallOutcome::PairingEnded => Self::PairingEnded,
+            CallOutcome::Anonymous => Self::Anonymous,
+            CallOutcome::InvalidRequest => Self::InvalidRequest,
+        }
+    }
+}
+
+/// A call record: one inbound call, as Vonage reported it.
+#[derive(Serialize, ToSchema)]
 pub struct CallResponse {
     pub id: Uuid,
+    /// Vonage's conversation uuid (`CON-...`).
+    #[schema(required = true)]
     pub conversation_uuid: Option<String>,
+    /// Vonage's uuid of the inbound leg.
+    #[schema(required = true)]
     pub uuid: Option<String>,
+    /// The pairing the call was routed (or refused) by.
+    #[schema(required = true)]
     pub pairing_id: Option<Uuid>,
+    /// The caller's number; `null` when withheld.
+    #[schema(required = true)]
     pub caller: Option<String>,
+    /// The pool number dialled.
+    #[schema(required = true)]
     pub proxy_number: Option<String>,
+    /// The number the call was connected to.
+    #[schema(required = true)]
     pub callee: Option<String>,
-    pub outcome: &'static str,
+    pub outcome: CallOutcomeName,
+    /// Vonage's last call status (`started`, `ringing`, `answered`, `completed`, ...).
+    #[schema(required = true)]
     pub status: Option<String>,
     pub started_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub answered_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub ended_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub duration_seconds: Option<i64>,
+    /// The price Vonage reported, as a decimal string.
+    #[schema(required = true, pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub price: Option<String>,
+    /// Only in `GET /v1/calls/{id}`: the events stored for the call, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub events: Option<Vec<EventResponse>>,
 }
 
-#[derive(Serialize)]
+/// An event webhook as received.
+#[derive(Serialize, ToSchema)]
 pub struct EventResponse {
     pub id: i64,
     pub received_at: DateTime<Utc>,
+    /// The event's JSON, as Vonage sent it.
+    #[schema(value_type = Object)]
     pub payload: Value,
 }
 
@@ -56,7 +117,7 @@ impl From<Call> for CallResponse {
             caller: c.caller,
             proxy_number: c.proxy_number,
             callee: c.callee,
-            outcome: c.outcome.as_str(),
+            outcome: c.outcome.into(),
             status: c.status,
             started_at: c.started_at,
             answered_at: c.answered_at,
@@ -74,12 +135,23 @@ fn parse_call_id(raw: &str) -> Result<CallId, ApiError> {
         .map_err(|_| ApiError::bad_request("the call id is not a UUID"))
 }
 
-async fn get_call(
-    req: HttpRequest,
+/// `GET /v1/calls/{id}`: one call record, with its events. Scope `calls:read`.
+#[utoipa::path(
+    get,
+    path = "/v1/calls/{id}",
+    tag = "calls",
+    params(("id" = Uuid, Path, description = "The call's id.")),
+    responses(
+        (status = 200, description = "The call, with `events`.", body = CallResponse),
+        (status = 400, description = "The id is not a UUID."),
+        (status = 404, description = "No such call."),
+    ),
+    security(("bearer" = ["calls:read"]))
+)]
+pub async fn get_call(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let id = parse_call_id(&path)?;
     let call = calls::get(&state.pool, id)
         .await?
@@ -102,26 +174,45 @@ async fn get_call(
     Ok(HttpResponse::Ok().json(response))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Calls of this pairing.
+    #[param(value_type = Option<Uuid>)]
     pairing_id: Option<String>,
     /// Calls that started at or after this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
     /// Calls that started before this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 const CURSOR_KIND: &str = "calls";
 
-async fn list_calls(
-    req: HttpRequest,
+/// `GET /v1/calls`: call records, newest first. Scope `calls:read`.
+#[utoipa::path(
+    get,
+    path = "/v1/calls",
+    tag = "calls",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of calls (without `events`).", body = ListResponse<CallResponse>),
+        (status = 400, description = "Malformed query string or cursor."),
+        (status = 422, description = "A filter or `limit` is not valid."),
+    ),
+    security(("bearer" = ["calls:read"]))
+)]
+pub async fn list_calls(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let query = query.into_inner();
     let limit = page_size(query.limit)?;
     let time = |field: &str, v: Option<String>| {

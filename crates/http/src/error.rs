@@ -19,13 +19,29 @@ pub struct ApiError {
     source: Option<anyhow::Error>,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error, as `application/problem+json` (RFC 9457).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(examples(json!({
+    "type": "urn:voice-proxy:problem:not-found",
+    "title": "Not found",
+    "status": 404,
+    "detail": "***0999 is not in the pool",
+    "code": "not-found"
+})))]
+pub struct Problem<'a> {
+    /// `urn:voice-proxy:problem:<code>`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^urn:voice-proxy:problem:[a-z-]+$")]
     kind: String,
+    /// A short summary of the kind of problem.
     title: &'a str,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
+    /// What went wrong with this request.
     detail: &'a str,
+    /// A stable machine-readable code, e.g. `not-found`, `validation-failed`, `forbidden`.
+    #[schema(pattern = "^[a-z-]+$")]
     code: &'a str,
 }
 
@@ -80,6 +96,11 @@ impl ApiError {
             "Authentication required",
             "send a valid credential as `Authorization: Bearer <token>`",
         )
+    }
+
+    /// A valid credential without the scope the endpoint needs.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {

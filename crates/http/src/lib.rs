@@ -1,11 +1,13 @@
 //! voice-proxy's HTTP layer: the Vonage webhooks, the REST admin API and health checks, on
 //! actix-web. Every error is an `application/problem+json` body.
 
+pub mod api_keys;
 pub mod auth;
 pub mod calls;
 pub mod error;
 pub mod health;
 pub mod numbers;
+pub mod openapi;
 pub mod pagination;
 pub mod pairings;
 pub mod telemetry;
@@ -64,7 +66,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/v1")
             .configure(numbers::configure)
             .configure(pairings::configure)
-            .configure(calls::configure),
+            .configure(calls::configure)
+            .configure(api_keys::configure)
+            .configure(openapi::configure),
     )
     .default_service(web::to(not_found));
 }

@@ -1,39 +1,70 @@
 //! `/v1/numbers`: the pool of proxy numbers.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use voice_proxy_domain::PhoneNumber;
-use voice_proxy_persistence::numbers::{self, AddNumberError, CountryReport, PoolNumber};
+use voice_proxy_persistence::numbers::{
+    self, AddNumberError, CountryReport, NumberState, PoolNumber,
+};
 
-use crate::auth::require_admin;
+use crate::auth::admin;
 use crate::pagination::{ListResponse, decode_cursor, encode_cursor, page_size};
 use crate::{ApiError, AppState};
 
+/// Every route needs the `admin` scope, checked before the request is read.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/numbers", web::post().to(add_number))
-        .route("/numbers", web::get().to(list_numbers))
-        .route("/numbers/{number}", web::get().to(get_number))
-        .route("/numbers/{number}", web::patch().to(update_number))
-        .route("/numbers/{number}", web::delete().to(retire_number))
-        .route("/pool", web::get().to(pool_report));
+    cfg.route("/numbers", admin(web::post().to(add_number)))
+        .route("/numbers", admin(web::get().to(list_numbers)))
+        .route("/numbers/{number}", admin(web::get().to(get_number)))
+        .route("/numbers/{number}", admin(web::patch().to(update_number)))
+        .route("/numbers/{number}", admin(web::delete().to(retire_number)))
+        .route("/pool", admin(web::get().to(pool_report)));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddNumberRequest {
+    /// The Vonage number, E.164 (`12125550123`; a leading `+` and spaces are accepted).
+    #[schema(examples("12125550123"))]
     pub number: String,
+    /// A reserved number is only given when a pairing names it as `proxy_number`.
     #[serde(default)]
     pub reserved: bool,
 }
 
-#[derive(Serialize)]
+/// Whether a pool number may still be allocated.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberStateName {
+    Active,
+    Retired,
+}
+
+impl From<NumberState> for NumberStateName {
+    fn from(s: NumberState) -> Self {
+        match s {
+            NumberState::Active => Self::Active,
+            NumberState::Retired => Self::Retired,
+        }
+    }
+}
+
+/// A pool number.
+#[derive(Serialize, ToSchema)]
 pub struct NumberResponse {
+    /// E.164 digits, without `+`.
+    #[schema(pattern = "^[1-9][0-9]{5,14}$", examples("12125550123"))]
     pub number: String,
+    /// ISO 3166-1 alpha-2 country of the number.
+    #[schema(pattern = "^[A-Z]{2}$", examples("US"))]
     pub country: String,
-    pub state: &'static str,
+    pub state: NumberStateName,
     pub reserved: bool,
     pub created_at: DateTime<Utc>,
+    /// When the number was retired; `null` while it is active.
+    #[schema(required = true)]
     pub retired_at: Option<DateTime<Utc>>,
 }
 
@@ -42,7 +73,7 @@ impl From<PoolNumber> for NumberResponse {
         Self {
             number: n.number.expose().to_owned(),
             country: n.country.to_string(),
-            state: n.state.as_str(),
+            state: n.state.into(),
             reserved: n.reserved,
             created_at: n.created_at,
             retired_at: n.retired_at,
@@ -55,12 +86,26 @@ pub fn parse_number(field: &str, value: &str) -> Result<PhoneNumber, ApiError> {
     PhoneNumber::parse(value).map_err(|e| ApiError::validation(format!("{field}: {e}")))
 }
 
-async fn add_number(
-    req: HttpRequest,
+/// `POST /v1/numbers`: adds a number to the pool.
+#[utoipa::path(
+    post,
+    path = "/v1/numbers",
+    tag = "numbers",
+    request_body = AddNumberRequest,
+    responses(
+        (status = 201, description = "The number, added.", body = NumberResponse),
+        (status = 400, description = "The body is not JSON."),
+        (status = 409, description = "`number-exists`: already in the pool; `number-is-participant`: a participant's number in an active pairing."),
+        (status = 413, description = "The body is too large."),
+        (status = 415, description = "The body is not `application/json`."),
+        (status = 422, description = "Not a valid phone number, one of no single country, or an unknown field."),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn add_number(
     state: web::Data<AppState>,
     body: web::Json<AddNumberRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let number = parse_number("number", &body.number)?;
     let country = number.country().ok_or_else(|| {
         ApiError::validation("number: belongs to no single country, so it cannot be a pool number")
@@ -84,21 +129,36 @@ async fn add_number(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 const CURSOR_KIND: &str = "numbers";
 
-async fn list_numbers(
-    req: HttpRequest,
+/// `GET /v1/numbers`: the pool, in the order of the numbers' digits.
+#[utoipa::path(
+    get,
+    path = "/v1/numbers",
+    tag = "numbers",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of pool numbers.", body = ListResponse<NumberResponse>),
+        (status = 400, description = "Malformed query string or cursor."),
+        (status = 422, description = "`limit` out of range."),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn list_numbers(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let limit = page_size(query.limit)?;
     let after = decode_cursor(CURSOR_KIND, query.cursor.as_deref())?;
     let page = numbers::list(&state.pool, after.as_deref(), limit).await?;
@@ -108,12 +168,23 @@ async fn list_numbers(
     }))
 }
 
-async fn get_number(
-    req: HttpRequest,
+/// `GET /v1/numbers/{number}`: one pool number.
+#[utoipa::path(
+    get,
+    path = "/v1/numbers/{number}",
+    tag = "numbers",
+    params(NumberPath),
+    responses(
+        (status = 200, description = "The pool number.", body = NumberResponse),
+        (status = 400, description = "The path holds no valid phone number."),
+        (status = 404, description = "Not in the pool."),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn get_number(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let number = parse_path_number(&path)?;
     let found = numbers::get(&state.pool, &number)
         .await?
@@ -121,13 +192,24 @@ async fn get_number(
     Ok(HttpResponse::Ok().json(NumberResponse::from(found)))
 }
 
-/// Retires a number: never allocated again; pairings that use it keep routing until they end.
-async fn retire_number(
-    req: HttpRequest,
+/// `DELETE /v1/numbers/{number}`: retires a number: never allocated again; pairings that use it
+/// keep routing until they end.
+#[utoipa::path(
+    delete,
+    path = "/v1/numbers/{number}",
+    tag = "numbers",
+    params(NumberPath),
+    responses(
+        (status = 200, description = "The number, retired.", body = NumberResponse),
+        (status = 400, description = "The path holds no valid phone number."),
+        (status = 404, description = "Not in the pool."),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn retire_number(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let number = parse_path_number(&path)?;
     let retired = numbers::retire(&state.pool, &number)
         .await?
@@ -136,25 +218,50 @@ async fn retire_number(
     Ok(HttpResponse::Ok().json(NumberResponse::from(retired)))
 }
 
+/// The `{number}` of a pool number's path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NumberPath {
+    /// The pool number, E.164 digits.
+    #[param(example = "12125550123")]
+    #[allow(dead_code)]
+    number: String,
+}
+
 fn parse_path_number(raw: &str) -> Result<PhoneNumber, ApiError> {
     PhoneNumber::parse(raw)
         .map_err(|e| ApiError::bad_request(format!("the path holds no valid phone number: {e}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNumberRequest {
     /// Reserved numbers are never chosen automatically, only when a request names them.
     pub reserved: bool,
 }
 
-async fn update_number(
-    req: HttpRequest,
+/// `PATCH /v1/numbers/{number}`: reserves a number or releases it to automatic allocation.
+#[utoipa::path(
+    patch,
+    path = "/v1/numbers/{number}",
+    tag = "numbers",
+    params(NumberPath),
+    request_body = UpdateNumberRequest,
+    responses(
+        (status = 200, description = "The number, updated.", body = NumberResponse),
+        (status = 400, description = "The path holds no valid phone number, or the body is not JSON."),
+        (status = 404, description = "Not in the pool."),
+        (status = 413, description = "The body is too large."),
+        (status = 415, description = "The body is not `application/json`."),
+        (status = 422, description = "A field is missing, of the wrong type, or unknown."),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn update_number(
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<UpdateNumberRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let number = parse_path_number(&path)?;
     let updated = numbers::set_reserved(&state.pool, &number, body.reserved)
         .await?
@@ -163,13 +270,17 @@ async fn update_number(
     Ok(HttpResponse::Ok().json(NumberResponse::from(updated)))
 }
 
-#[derive(Serialize)]
+/// The pool, per country.
+#[derive(Serialize, ToSchema)]
 pub struct PoolReport {
     pub countries: Vec<CountryPool>,
 }
 
-#[derive(Serialize)]
+/// The pool and its load in one country.
+#[derive(Serialize, ToSchema)]
 pub struct CountryPool {
+    /// ISO 3166-1 alpha-2.
+    #[schema(pattern = "^[A-Z]{2}$")]
     pub country: String,
     pub numbers: NumberCounts,
     pub active_pairings: i64,
@@ -180,9 +291,12 @@ pub struct CountryPool {
     pub exhaustion_refusals_24h: i64,
 }
 
-#[derive(Serialize)]
+/// Pool numbers by state.
+#[derive(Serialize, ToSchema)]
 pub struct NumberCounts {
+    /// Active numbers that allocation may choose.
     pub active: i64,
+    /// Active numbers given only when a pairing names them.
     pub reserved: i64,
     pub retired: i64,
 }
@@ -205,11 +319,16 @@ impl From<CountryReport> for CountryPool {
 }
 
 /// `GET /v1/pool`: per country, the numbers, the load and the headroom before exhaustion.
-async fn pool_report(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
+#[utoipa::path(
+    get,
+    path = "/v1/pool",
+    tag = "numbers",
+    responses(
+        (status = 200, description = "The pool report.", body = PoolReport),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn pool_report(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let report = numbers::report(&state.pool).await?;
     Ok(HttpResponse::Ok().json(PoolReport {
         countries: report.into_iter().map(CountryPool::from).collect(),

@@ -7,9 +7,12 @@ use voice_proxy_persistence::pagination::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 use crate::ApiError;
 
-#[derive(Serialize)]
+/// A page of a list.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ListResponse<T: Serialize> {
     pub items: Vec<T>,
+    /// Pass back as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

@@ -1,67 +1,113 @@
 //! `/v1/pairings`: create, read, list and close pairings.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use voice_proxy_domain::pairing::NewPairingError;
-use voice_proxy_domain::pairing::{MAX_TTL_SECONDS, ttl_from_seconds};
+use voice_proxy_domain::pairing::{
+    MAX_LABEL_LEN, MAX_REFERENCE_LEN, MAX_TTL_SECONDS, ttl_from_seconds,
+};
 use voice_proxy_domain::{NewPairing, PairingId, PairingStatus, ParticipantRequest};
 use voice_proxy_persistence::pairings::{
     self, ChangeExpiryError, CreateOutcome, CreatePairingError, NewExpiry, Pairing, PairingFilter,
 };
 
-use crate::auth::require_admin;
+use crate::auth::admin;
 use crate::numbers::parse_number;
 use crate::pagination::{ListResponse, decode_cursor, encode_cursor, page_size};
 use crate::{ApiError, AppState};
 
+// The bounds written into the OpenAPI schema above.
+const _: () =
+    assert!(MAX_TTL_SECONDS == 7_776_000 && MAX_LABEL_LEN == 64 && MAX_REFERENCE_LEN == 128);
+
+/// Every route needs the `admin` scope, checked before the request is read.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/pairings", web::post().to(create_pairing))
-        .route("/pairings", web::get().to(list_pairings))
-        .route("/pairings/{id}", web::get().to(get_pairing))
-        .route("/pairings/{id}", web::patch().to(change_expiry))
-        .route("/pairings/{id}/close", web::post().to(close_pairing));
+    cfg.route("/pairings", admin(web::post().to(create_pairing)))
+        .route("/pairings", admin(web::get().to(list_pairings)))
+        .route("/pairings/{id}", admin(web::get().to(get_pairing)))
+        .route("/pairings/{id}", admin(web::patch().to(change_expiry)))
+        .route("/pairings/{id}/close", admin(web::post().to(close_pairing)));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePairingRequest {
+    /// Exactly two participants, with different numbers.
+    #[schema(min_items = 2, max_items = 2)]
     pub participants: Vec<ParticipantBody>,
+    /// Lifetime of the pairing, 1 s to 90 days; the service's default when absent.
+    #[schema(minimum = 1, maximum = 7_776_000)]
     pub ttl_seconds: Option<i64>,
+    /// Your own id for the pairing (the order or ride); repeating a request with the same
+    /// reference returns the existing pairing.
+    #[schema(min_length = 1, max_length = 128)]
     pub reference: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantBody {
+    /// The participant's real number, E.164.
+    #[schema(examples("16465550101"))]
     pub number: String,
+    /// e.g. `driver`, `passenger`; 1 to 64 characters.
+    #[schema(min_length = 1, max_length = 64)]
     pub label: Option<String>,
     /// An explicit pool number for this participant instead of an automatic choice.
     pub proxy_number: Option<String>,
 }
 
-#[derive(Serialize)]
+/// What a pairing is now: `expired` the instant its expiry passes.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PairingStatusName {
+    Active,
+    Closed,
+    Expired,
+}
+
+impl From<PairingStatus> for PairingStatusName {
+    fn from(s: PairingStatus) -> Self {
+        match s {
+            PairingStatus::Active => Self::Active,
+            PairingStatus::Closed => Self::Closed,
+            PairingStatus::Expired => Self::Expired,
+        }
+    }
+}
+
+/// A pairing.
+#[derive(Serialize, ToSchema)]
 pub struct PairingResponse {
     pub id: Uuid,
-    pub status: &'static str,
+    pub status: PairingStatusName,
+    #[schema(required = true)]
     pub reference: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// When the pairing was closed; `null` if it was not.
+    #[schema(required = true)]
     pub closed_at: Option<DateTime<Utc>>,
     pub participants: Vec<ParticipantResponse>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ParticipantResponse {
+    /// The participant's real number.
     pub number: String,
+    #[schema(required = true)]
     pub label: Option<String>,
+    /// The number this participant dials to reach the other one (and sees them call from).
+    #[schema(pattern = "^[1-9][0-9]{5,14}$")]
     pub proxy_number: String,
 }
 
 impl From<Pairing> for PairingResponse {
     fn from(p: Pairing) -> Self {
-        let status = p.status().as_str();
+        let status = p.status().into();
         Self {
             id: p.id.as_uuid(),
             status,
@@ -106,12 +152,27 @@ fn parse_request(body: CreatePairingRequest, default_ttl: i64) -> Result<NewPair
     .map_err(|e: NewPairingError| ApiError::validation(e.to_string()))
 }
 
-async fn create_pairing(
-    req: HttpRequest,
+/// `POST /v1/pairings`: pairs two people, giving each a proxy number.
+#[utoipa::path(
+    post,
+    path = "/v1/pairings",
+    tag = "pairings",
+    request_body = CreatePairingRequest,
+    responses(
+        (status = 201, description = "The pairing, created.", body = PairingResponse),
+        (status = 200, description = "The same request was made before with this `reference`: the existing pairing.", body = PairingResponse),
+        (status = 400, description = "The body is not JSON."),
+        (status = 409, description = "`reference-conflict`, `proxy-number-unavailable` or `pool-exhausted`."),
+        (status = 413, description = "The body is too large."),
+        (status = 415, description = "The body is not `application/json`."),
+        (status = 422, description = "Invalid numbers, labels, reference or TTL, or an unknown field."),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn create_pairing(
     state: web::Data<AppState>,
     body: web::Json<CreatePairingRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let request = parse_request(body.into_inner(), state.settings.default_ttl_seconds)?;
     match pairings::create(&state.pool, &request, &state.settings.allocation).await {
         Ok(CreateOutcome::Created(p)) => {
@@ -179,12 +240,23 @@ pub fn parse_pairing_id(raw: &str) -> Result<PairingId, ApiError> {
         .map_err(|_| ApiError::bad_request("the pairing id is not a UUID"))
 }
 
-async fn get_pairing(
-    req: HttpRequest,
+/// `GET /v1/pairings/{id}`: one pairing.
+#[utoipa::path(
+    get,
+    path = "/v1/pairings/{id}",
+    tag = "pairings",
+    params(("id" = Uuid, Path, description = "The pairing's id.")),
+    responses(
+        (status = 200, description = "The pairing.", body = PairingResponse),
+        (status = 400, description = "The id is not a UUID."),
+        (status = 404, description = "No such pairing."),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn get_pairing(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let id = parse_pairing_id(&path)?;
     let pairing = pairings::get(&state.pool, id)
         .await?
@@ -192,12 +264,23 @@ async fn get_pairing(
     Ok(HttpResponse::Ok().json(PairingResponse::from(pairing)))
 }
 
-async fn close_pairing(
-    req: HttpRequest,
+/// `POST /v1/pairings/{id}/close`: closes a pairing; it stops routing at once.
+#[utoipa::path(
+    post,
+    path = "/v1/pairings/{id}/close",
+    tag = "pairings",
+    params(("id" = Uuid, Path, description = "The pairing's id.")),
+    responses(
+        (status = 200, description = "The pairing, closed (or as it was, if it had already ended).", body = PairingResponse),
+        (status = 400, description = "The id is not a UUID."),
+        (status = 404, description = "No such pairing."),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn close_pairing(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let id = parse_pairing_id(&path)?;
     let pairing = pairings::close(&state.pool, id)
         .await?
@@ -206,24 +289,43 @@ async fn close_pairing(
     Ok(HttpResponse::Ok().json(PairingResponse::from(pairing)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Pairings with this reference.
     reference: Option<String>,
+    /// Pairings with a participant of this real number.
     number: Option<String>,
+    /// Pairings in this status now.
+    #[param(value_type = Option<PairingStatusName>)]
     status: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 const CURSOR_KIND: &str = "pairings";
 
-async fn list_pairings(
-    req: HttpRequest,
+/// `GET /v1/pairings`: pairings, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/pairings",
+    tag = "pairings",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of pairings.", body = ListResponse<PairingResponse>),
+        (status = 400, description = "Malformed query string or cursor."),
+        (status = 422, description = "A filter or `limit` is not valid."),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn list_pairings(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let query = query.into_inner();
     let limit = page_size(query.limit)?;
     let filter = PairingFilter {
@@ -254,23 +356,40 @@ async fn list_pairings(
     }))
 }
 
-#[derive(Deserialize)]
+/// Exactly one of `ttl_seconds` and `expires_at`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeExpiryRequest {
-    /// The pairing expires this many seconds from now.
+    /// The pairing expires this many seconds from now (1 s to 90 days).
+    #[schema(minimum = 1, maximum = 7_776_000)]
     pub ttl_seconds: Option<i64>,
     /// The pairing expires at this instant (RFC 3339).
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// `PATCH /v1/pairings/{id}`: moves the expiry of an active pairing.
-async fn change_expiry(
-    req: HttpRequest,
+#[utoipa::path(
+    patch,
+    path = "/v1/pairings/{id}",
+    tag = "pairings",
+    params(("id" = Uuid, Path, description = "The pairing's id.")),
+    request_body = ChangeExpiryRequest,
+    responses(
+        (status = 200, description = "The pairing, with its new expiry.", body = PairingResponse),
+        (status = 400, description = "The id is not a UUID, or the body is not JSON."),
+        (status = 404, description = "No such pairing."),
+        (status = 409, description = "`pairing-ended`: the pairing is closed or expired."),
+        (status = 413, description = "The body is too large."),
+        (status = 415, description = "The body is not `application/json`."),
+        (status = 422, description = "Not exactly one of `ttl_seconds` and `expires_at`, or out of range."),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn change_expiry(
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<ChangeExpiryRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let id = parse_pairing_id(&path)?;
     let expiry = match (body.ttl_seconds, body.expires_at) {
         (Some(ttl), None) => NewExpiry::FromNow(ttl_from_seconds(ttl).ok_or_else(|| {

@@ -1,6 +1,7 @@
 //! voice-proxy's storage: sqlx over Postgres, and the schema migrations embedded from
 //! `migrations/`. One module per aggregate; each function takes a pool or a transaction.
 
+pub mod api_keys;
 pub mod calls;
 pub mod migrate;
 pub mod numbers;

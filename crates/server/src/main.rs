@@ -1,8 +1,13 @@
 //! `voice-proxy`: the number-masking voice proxy.
 
+use std::str::FromStr;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use voice_proxy_persistence::migrate;
-use voice_proxy_server::config::Settings;
+use sqlx::postgres::PgConnectOptions;
+use voice_proxy_persistence::api_keys::{self, ApiKey, ApiKeyId, NewApiKey, Scope};
+use voice_proxy_persistence::{PoolSettings, connect_lazy, migrate};
+use voice_proxy_server::config::{DEFAULT_DATABASE_URL, Settings};
 use voice_proxy_server::startup::Application;
 use voice_proxy_server::telemetry;
 
@@ -23,11 +28,50 @@ enum Command {
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
+    /// Create, list and revoke admin API keys. Needs only DATABASE_URL; applies pending
+    /// migrations first.
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(ApiKeysCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeysCommand {
+    /// Create a key and print its secret on standard output. The secret is shown this once.
+    Create {
+        /// Who or what uses the key, e.g. `backend` (1 to 64 characters).
+        #[arg(long)]
+        name: String,
+        /// A scope of the key: `admin` (everything) or `calls:read` (reading call records).
+        /// Repeat the option, or separate scopes with commas.
+        #[arg(long = "scope", required = true, value_delimiter = ',', value_parser = parse_scope)]
+        scopes: Vec<Scope>,
+    },
+    /// List every key (revoked ones too), without secrets.
+    List,
+    /// Revoke a key: it authenticates nothing from now on.
+    Revoke {
+        /// The key's id, as `list` shows it.
+        id: String,
+    },
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    Scope::parse(s.trim()).ok_or_else(|| {
+        let known: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown scope; use one of {}", known.join(", "))
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::ApiKeys(command) = cli.command {
+        if let Err(e) = api_keys_command(command).await {
+            eprintln!("voice-proxy: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -51,6 +95,134 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await?;
             tracing::info!("voice-proxy stopped");
         }
+        Command::ApiKeys(_) => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// The database of `DATABASE_URL` (the same default as `serve`), without the rest of the
+/// settings: managing keys must not need `ADMIN_TOKEN`.
+fn database_options() -> anyhow::Result<PgConnectOptions> {
+    let url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        anyhow::bail!("DATABASE_URL must be a postgres:// or postgresql:// URL");
+    }
+    Ok(PgConnectOptions::from_str(&url)
+        .context("DATABASE_URL is not a valid postgres:// URL")?
+        .application_name("voice-proxy api-keys"))
+}
+
+async fn api_keys_command(command: ApiKeysCommand) -> anyhow::Result<()> {
+    let options = database_options()?;
+    let applied = migrate::run_with(&options)
+        .await
+        .context("could not apply migrations")?;
+    if !applied.is_empty() {
+        eprintln!("voice-proxy: applied migrations {}", applied.join(", "));
+    }
+    let pool = connect_lazy(
+        options,
+        &PoolSettings {
+            max_connections: 1,
+            ..PoolSettings::default()
+        },
+    );
+    let result = match command {
+        ApiKeysCommand::Create { name, scopes } => {
+            let new = NewApiKey::new(&name, &scopes).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let issued = api_keys::create(&pool, &new).await?;
+            println!("{}", issued.secret.expose());
+            eprintln!(
+                "voice-proxy: created API key {} ({:?}, scopes {}). The secret above is shown \
+                 only now: store it, then send it as `Authorization: Bearer <secret>`.",
+                issued.key.id,
+                issued.key.name,
+                scope_list(&issued.key),
+            );
+            Ok(())
+        }
+        ApiKeysCommand::List => {
+            let mut keys = Vec::new();
+            let mut after = None;
+            loop {
+                let page = api_keys::list(&pool, after, 500).await?;
+                keys.extend(page.items);
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            print_table(&keys);
+            Ok(())
+        }
+        ApiKeysCommand::Revoke { id } => {
+            let id = ApiKeyId::from_str(&id)
+                .map_err(|_| anyhow::anyhow!("{id:?} is not an API key id (a UUID)"))?;
+            match api_keys::revoke(&pool, id).await? {
+                Some(key) => {
+                    println!(
+                        "revoked API key {} ({:?}) at {}",
+                        key.id,
+                        key.name,
+                        key.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                    );
+                    Ok(())
+                }
+                None => Err(anyhow::anyhow!("no API key {id}")),
+            }
+        }
+    };
+    pool.close().await;
+    result
+}
+
+fn scope_list(key: &ApiKey) -> String {
+    key.scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One key per line, in aligned columns.
+fn print_table(keys: &[ApiKey]) {
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    let mut rows = vec![[
+        "ID".to_owned(),
+        "NAME".to_owned(),
+        "SCOPES".to_owned(),
+        "CREATED".to_owned(),
+        "LAST USED".to_owned(),
+        "REVOKED".to_owned(),
+    ]];
+    rows.extend(keys.iter().map(|k| {
+        [
+            k.id.to_string(),
+            k.name.clone(),
+            scope_list(k),
+            time(Some(k.created_at)),
+            time(k.last_used_at),
+            time(k.revoked_at),
+        ]
+    }));
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
 }

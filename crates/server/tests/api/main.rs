@@ -1,9 +1,11 @@
 //! Integration tests: the real application over HTTP, against the real Postgres server.
 
 mod allocation;
+mod api_keys;
 mod calls;
 mod helpers;
 mod invariants;
 mod numbers;
+mod openapi;
 mod pairings;
 mod webhooks;

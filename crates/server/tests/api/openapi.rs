@@ -1,0 +1,197 @@
+//! The OpenAPI document: served without credentials, OpenAPI 3.1, listing every admin route; and
+//! every route it lists is guarded by its scope.
+
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{assert_problem, spawn_app};
+
+/// Every admin route the service registers, as (method, OpenAPI path).
+const ADMIN_ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/numbers"),
+    ("get", "/v1/numbers"),
+    ("get", "/v1/numbers/{number}"),
+    ("patch", "/v1/numbers/{number}"),
+    ("delete", "/v1/numbers/{number}"),
+    ("get", "/v1/pool"),
+    ("post", "/v1/pairings"),
+    ("get", "/v1/pairings"),
+    ("get", "/v1/pairings/{id}"),
+    ("patch", "/v1/pairings/{id}"),
+    ("post", "/v1/pairings/{id}/close"),
+    ("get", "/v1/calls"),
+    ("get", "/v1/calls/{id}"),
+    ("post", "/v1/api-keys"),
+    ("get", "/v1/api-keys"),
+    ("get", "/v1/api-keys/{id}"),
+    ("delete", "/v1/api-keys/{id}"),
+];
+
+async fn fetch_document(app: &crate::helpers::TestApp) -> Value {
+    let r = app
+        .client
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    r.json().await.expect("the document is JSON")
+}
+
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| {
+                    matches!(
+                        k.as_str(),
+                        "get" | "put" | "post" | "delete" | "patch" | "head" | "options"
+                    )
+                })
+                .map(|m| (m.clone(), path.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_lists_every_admin_route() {
+    let app = spawn_app().await;
+    let doc = fetch_document(&app).await;
+
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    let expected: BTreeSet<(String, String)> = ADMIN_ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(operations(&doc), expected);
+
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (&bearer["type"], &bearer["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
+    let schemas = &doc["components"]["schemas"];
+    for (method, path) in ADMIN_ROUTES {
+        let op = &doc["paths"][path][method];
+        let roles = &op["security"][0]["bearer"];
+        let expected_role = if path.starts_with("/v1/calls") {
+            "calls:read"
+        } else {
+            "admin"
+        };
+        assert_eq!(roles, &json!([expected_role]), "{method} {path}");
+        let responses = op["responses"].as_object().unwrap();
+        for status in ["401", "500", "503"] {
+            assert!(responses.contains_key(status), "{method} {path} {status}");
+        }
+        assert_eq!(
+            responses.contains_key("403"),
+            expected_role == "admin",
+            "{method} {path}"
+        );
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert_eq!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+        if matches!(*method, "post" | "patch") && op.get("requestBody").is_some() {
+            for status in ["400", "413", "415", "422"] {
+                assert!(responses.contains_key(status), "{method} {path} {status}");
+            }
+        }
+    }
+
+    // Exact response schemas: nullable fields are required and typed as nullable, with formats.
+    let call = &schemas["CallResponse"];
+    assert_eq!(call["properties"]["id"]["format"], "uuid");
+    assert_eq!(call["properties"]["started_at"]["format"], "date-time");
+    assert_eq!(
+        call["properties"]["ended_at"]["type"],
+        json!(["string", "null"])
+    );
+    assert!(
+        call["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ended_at"))
+    );
+    assert_eq!(
+        schemas["ApiKeyResponse"]["properties"]["revoked_at"]["type"],
+        json!(["string", "null"])
+    );
+    assert_eq!(schemas["ScopeName"]["enum"], json!(["admin", "calls:read"]));
+    assert_eq!(
+        schemas["Problem"]["required"],
+        json!(["type", "title", "status", "detail", "code"])
+    );
+}
+
+#[tokio::test]
+async fn every_documented_route_is_guarded_by_its_scope() {
+    let app = spawn_app().await;
+    let doc = fetch_document(&app).await;
+    let created: Value = app
+        .post_json(
+            "/v1/api-keys",
+            &json!({"name": "reader", "scopes": ["calls:read"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reader = created["secret"].as_str().unwrap().to_owned();
+    let id = Uuid::new_v4().to_string();
+
+    for (method, path) in operations(&doc) {
+        let url = app.url(&path.replace("{id}", &id).replace("{number}", "12125550123"));
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let anonymous = app
+            .client
+            .request(method.clone(), &url)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(anonymous, StatusCode::UNAUTHORIZED).await;
+
+        let as_reader = app
+            .client
+            .request(method.clone(), &url)
+            .bearer_auth(&reader)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        if path.starts_with("/v1/calls") {
+            assert_ne!(as_reader.status(), StatusCode::FORBIDDEN, "{method} {path}");
+            assert_ne!(
+                as_reader.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}"
+            );
+        } else {
+            let body = assert_problem(as_reader, StatusCode::FORBIDDEN).await;
+            assert_eq!(body["code"], "forbidden", "{method} {path}");
+        }
+    }
+}
