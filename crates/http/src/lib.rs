@@ -6,16 +6,20 @@ pub mod auth;
 pub mod calls;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod numbers;
 pub mod openapi;
 pub mod pagination;
 pub mod pairings;
+pub mod signature;
 pub mod telemetry;
 pub mod webhooks;
 
 use actix_web::web;
 use voice_proxy_domain::allocation::AllocationPolicy;
 use voice_proxy_persistence::PgPool;
+use voice_proxy_persistence::recorder::Recorder;
+use voice_proxy_persistence::routes::RouteMirror;
 
 pub use error::ApiError;
 
@@ -41,6 +45,9 @@ pub struct HttpSettings {
     /// How long the callee's phone rings before Vonage gives up.
     pub ring_timeout_seconds: u32,
     pub allocation: AllocationPolicy,
+    pub signature: signature::SignatureSettings,
+    /// How long the answer webhook waits for the database before it routes from memory.
+    pub answer_db_timeout: std::time::Duration,
 }
 
 /// What every handler shares.
@@ -48,6 +55,47 @@ pub struct HttpSettings {
 pub struct AppState {
     pub pool: PgPool,
     pub settings: std::sync::Arc<HttpSettings>,
+    pub verifier: std::sync::Arc<signature::Verifier>,
+    /// Writes call records and events, to Postgres or the local spool.
+    pub recorder: Recorder,
+    /// Every active route, for answering while the database is unreachable.
+    pub mirror: std::sync::Arc<RouteMirror>,
+}
+
+/// The parts of [`AppState`] shared by every worker.
+#[derive(Clone)]
+pub struct Shared {
+    pub settings: std::sync::Arc<HttpSettings>,
+    pub verifier: std::sync::Arc<signature::Verifier>,
+    pub recorder: Recorder,
+    pub mirror: std::sync::Arc<RouteMirror>,
+}
+
+impl Shared {
+    pub fn new(
+        settings: HttpSettings,
+        recorder: Recorder,
+        mirror: std::sync::Arc<RouteMirror>,
+    ) -> Self {
+        let verifier = signature::Verifier::new(settings.signature.clone());
+        Self {
+            settings: std::sync::Arc::new(settings),
+            verifier: std::sync::Arc::new(verifier),
+            recorder,
+            mirror,
+        }
+    }
+
+    /// The state of one worker, with the pool that worker's runtime drives.
+    pub fn state(&self, pool: PgPool) -> AppState {
+        AppState {
+            pool,
+            settings: self.settings.clone(),
+            verifier: self.verifier.clone(),
+            recorder: self.recorder.clone(),
+            mirror: self.mirror.clone(),
+        }
+    }
 }
 
 /// Registers every route and the extractor settings that turn bad input into problems.
@@ -61,6 +109,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(error::path_error))
     .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
     .configure(health::configure)
+    .configure(metrics::configure)
     .configure(webhooks::configure)
     .service(
         web::scope("/v1")

@@ -12,8 +12,8 @@ use tracing_actix_web::{RequestId, RootSpanBuilder};
 
 pub struct MaskedRootSpan;
 
-#[derive(Clone, Copy)]
-struct StartedAt(Instant);
+#[derive(Clone)]
+struct StartedAt(Instant, String);
 
 impl RootSpanBuilder for MaskedRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
@@ -25,7 +25,9 @@ impl RootSpanBuilder for MaskedRootSpan {
             .get::<RequestId>()
             .map(ToString::to_string)
             .unwrap_or_default();
-        request.extensions_mut().insert(StartedAt(Instant::now()));
+        request
+            .extensions_mut()
+            .insert(StartedAt(Instant::now(), route.clone()));
         tracing::info_span!(
             "http_request",
             method = %request.method(),
@@ -36,17 +38,25 @@ impl RootSpanBuilder for MaskedRootSpan {
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
-        let (status, elapsed) = match outcome {
+        let (status, started) = match outcome {
             Ok(response) => (
                 response.status().as_u16(),
-                response
-                    .request()
-                    .extensions()
-                    .get::<StartedAt>()
-                    .map(|s| s.0.elapsed()),
+                response.request().extensions().get::<StartedAt>().cloned(),
             ),
             Err(e) => (e.as_response_error().status_code().as_u16(), None),
         };
+        let elapsed = started.as_ref().map(|s| s.0.elapsed());
+        if let Some(StartedAt(at, route)) = started {
+            let class = match status {
+                100..=199 => "1xx",
+                200..=299 => "2xx",
+                300..=399 => "3xx",
+                400..=499 => "4xx",
+                _ => "5xx",
+            };
+            metrics::histogram!("http_request_duration_seconds", "route" => route, "status" => class)
+                .record(at.elapsed().as_secs_f64());
+        }
         span.record("status", status);
         let _entered = span.enter();
         let latency_ms = elapsed.map(|d| d.as_secs_f64() * 1000.0);

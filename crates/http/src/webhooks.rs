@@ -1,13 +1,16 @@
 //! The Vonage webhooks: answer (what to do with an inbound call) and event (call-state changes).
 
+use actix_web::http::StatusCode;
+use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use voice_proxy_domain::phone::mask_digits;
-use voice_proxy_domain::{CallEvent, CallOutcome, CallerId, Ncco};
-use voice_proxy_persistence::calls::{self, NewCall};
+use voice_proxy_domain::{CallEvent, CallId, CallOutcome, CallerId, Ncco};
 use voice_proxy_persistence::pairings::{self, Route};
+use voice_proxy_persistence::recorder::{CallRecord, EventRecord, Record, Stored};
 
+use crate::signature::SignatureError;
 use crate::{ApiError, AppState, MAX_BODY_BYTES};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -46,7 +49,11 @@ impl AnswerRequest {
 
 /// `GET /webhooks/answer?from=..&to=..&uuid=..&conversation_uuid=..`. A query string that cannot
 /// be parsed is treated as one without fields: the caller hears the message.
-async fn answer_get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn answer_get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_signature(&req, &state, None)?;
     let map: Map<String, Value> =
         web::Query::<Vec<(String, String)>>::from_query(req.query_string())
             .map(|q| {
@@ -56,29 +63,76 @@ async fn answer_get(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
                     .collect()
             })
             .unwrap_or_default();
-    answer(&state, AnswerRequest::from_map(&map)).await
+    Ok(answer(&state, AnswerRequest::from_map(&map)).await)
 }
 
 /// `POST /webhooks/answer` with the same fields as a JSON body. A body that is not a JSON object
 /// is treated as one without fields.
-async fn answer_post(state: web::Data<AppState>, mut payload: web::Payload) -> HttpResponse {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        match chunk {
-            Ok(chunk) if body.len() + chunk.len() <= MAX_BODY_BYTES => {
-                body.extend_from_slice(&chunk)
-            }
-            _ => {
-                body.clear();
-                break;
-            }
-        }
-    }
+async fn answer_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload).await?;
+    check_signature(&req, &state, Some(&body))?;
     let map = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    answer(&state, AnswerRequest::from_map(&map)).await
+    Ok(answer(&state, AnswerRequest::from_map(&map)).await)
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`].
+pub async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+                format!("the body may be at most {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Refuses a webhook whose signature does not verify, when signing is configured.
+fn check_signature(
+    req: &HttpRequest,
+    state: &AppState,
+    body: Option<&[u8]>,
+) -> Result<(), ApiError> {
+    if !state.verifier.enabled() {
+        return Ok(());
+    }
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    state
+        .verifier
+        .verify(header, body, now)
+        .map_err(|e: SignatureError| {
+            metrics::counter!("webhook_signature_refusals_total", "reason" => e.reason())
+                .increment(1);
+            tracing::warn!(
+                reason = e.reason(),
+                route = req.path(),
+                "refused an unsigned or forged webhook"
+            );
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-signature",
+                "Webhook signature required",
+                "the request is not signed with a configured Vonage signature secret",
+            )
+        })
 }
 
 /// Decides the NCCO for an inbound call and records the call. Always a 200 with a valid NCCO:
@@ -94,17 +148,11 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
     let (outcome, route) = match (&request.uuid, &request.conversation_uuid, &dialled, &caller) {
         (None, _, _, _) | (_, None, _, _) | (_, _, None, _) => (CallOutcome::InvalidRequest, None),
         (_, _, _, CallerId::Withheld) => (CallOutcome::Anonymous, None),
-        (_, _, Some(to), CallerId::Number(from)) => {
-            match pairings::route(&state.pool, from, to).await {
-                Ok(route @ Route::Connect { .. }) => (CallOutcome::Routed, Some(route)),
-                Ok(route @ Route::Ended { .. }) => (CallOutcome::PairingEnded, Some(route)),
-                Ok(Route::None) => (CallOutcome::NoPairing, None),
-                Err(e) => {
-                    tracing::error!(error = %e, "routing lookup failed; playing the message");
-                    (CallOutcome::NoPairing, None)
-                }
-            }
-        }
+        (_, _, Some(to), CallerId::Number(from)) => match lookup_route(state, from, to).await {
+            route @ Route::Connect { .. } => (CallOutcome::Routed, Some(route)),
+            route @ Route::Ended { .. } => (CallOutcome::PairingEnded, Some(route)),
+            Route::None => (CallOutcome::NoPairing, None),
+        },
     };
 
     let (ncco, pairing_id, callee) = match route {
@@ -148,35 +196,92 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         pairing_id = pairing_id.map(|p| p.to_string()),
         "answered inbound call"
     );
-    let call = NewCall {
+    let call = CallRecord {
+        id: CallId::new().as_uuid(),
         conversation_uuid: request.conversation_uuid,
         uuid: request.uuid,
-        pairing_id,
+        pairing_id: pairing_id.map(|p| p.as_uuid()),
         caller: caller_digits,
         proxy_number: dialled,
-        callee,
-        outcome,
+        callee: callee.map(|c| c.expose().to_owned()),
+        outcome: outcome.as_str().to_owned(),
+        started_at: chrono::Utc::now(),
     };
-    if let Err(e) = calls::record_answer(&state.pool, &call).await {
+    metrics::counter!("answer_outcomes_total", "outcome" => outcome.as_str()).increment(1);
+    if let Err(e) = state.recorder.record(Record::Call(call)).await {
         tracing::error!(error = %e, "could not record the call");
     }
     HttpResponse::Ok().json(ncco)
 }
 
+/// Asks the database for the route; when it is unreachable (or failed within the last second),
+/// answers from the in-memory copy of the routes instead, so calls keep connecting.
+async fn lookup_route(state: &AppState, caller: &str, dialled: &str) -> Route {
+    let spool = state.recorder.spool();
+    if !spool.database_down_recently() {
+        let lookup = pairings::route(&state.pool, caller, dialled);
+        match tokio::time::timeout(state.settings.answer_db_timeout, lookup).await {
+            Ok(Ok(route)) => return route,
+            Ok(Err(e)) => tracing::warn!(error = %e, "routing lookup failed; routing from memory"),
+            Err(_) => tracing::warn!("routing lookup timed out; routing from memory"),
+        }
+        spool.mark_database_down();
+    }
+    metrics::counter!("answer_routed_from_memory_total").increment(1);
+    state.mirror.lookup(caller, dialled, chrono::Utc::now())
+}
+
 /// `POST /webhooks/event`: stores the event once and folds it into its call.
 async fn event(
+    req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<Value>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let event = CallEvent::parse(body.into_inner()).map_err(|e| {
+    let body = read_body(payload).await?;
+    check_signature(&req, &state, Some(&body))?;
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || m.ends_with("+json")
+        });
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the event as application/json",
+        ));
+    }
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        tracing::warn!(error = %e, "refused an event that is not JSON");
+        ApiError::bad_request(format!("malformed event: not JSON ({e})"))
+    })?;
+    let event = CallEvent::parse(value).map_err(|e| {
         tracing::warn!(error = %e, "refused a malformed event");
         ApiError::bad_request(format!("malformed event: {e}"))
     })?;
-    let stored = calls::record_event(&state.pool, &event).await?;
-    tracing::info!(
-        status = event.status.as_ref().map(|s| s.as_str()),
-        duplicate = !stored,
-        "event received"
-    );
+    let status = event.status.as_ref().map(|s| s.as_str().to_owned());
+    let stored = state
+        .recorder
+        .record(Record::Event(EventRecord {
+            payload: event.payload,
+            received_at: chrono::Utc::now(),
+        }))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "could not store an event");
+            ApiError::unavailable("the event could not be stored; retry")
+        })?;
+    let result = match stored {
+        Stored::Database { new: true } => "stored",
+        Stored::Database { new: false } => "duplicate",
+        Stored::Spooled => "spooled",
+    };
+    metrics::counter!("events_received_total", "result" => result).increment(1);
+    tracing::info!(status = status.as_deref(), result, "event received");
     Ok(HttpResponse::NoContent().finish())
 }

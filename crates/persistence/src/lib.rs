@@ -7,6 +7,8 @@ pub mod migrate;
 pub mod numbers;
 pub mod pagination;
 pub mod pairings;
+pub mod recorder;
+pub mod routes;
 
 use std::time::Duration;
 

@@ -10,6 +10,7 @@ use sqlx::postgres::PgConnectOptions;
 use voice_proxy_domain::allocation::{AllocationPolicy, CoolOffMode, GeoMatch, Stickiness};
 use voice_proxy_domain::pairing::{MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use voice_proxy_http::HttpSettings;
+use voice_proxy_http::signature::{PayloadHashMode, SignatureSettings};
 use voice_proxy_persistence::PoolSettings;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/voice_proxy";
@@ -29,6 +30,11 @@ pub struct Settings {
     pub http_workers: Option<usize>,
     pub http: HttpSettings,
     pub sweep_interval: Duration,
+    /// Where call records and events wait while the database is unreachable.
+    pub spool_dir: std::path::PathBuf,
+    pub spool_drain_interval: Duration,
+    /// How often the in-memory routes follow the pairings' change feed.
+    pub route_poll_interval: Duration,
     pub log_format: LogFormat,
 }
 
@@ -135,6 +141,28 @@ impl Settings {
             )?,
         };
         let http_workers: usize = env.parse("HTTP_WORKERS", 0)?;
+        let signature = SignatureSettings {
+            secrets: env
+                .string("VONAGE_SIGNATURE_SECRET")
+                .map(|s| {
+                    s.split(',')
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            api_key: env.string("VONAGE_API_KEY"),
+            max_age_seconds: env.parse("SIGNATURE_MAX_AGE_SECONDS", 300)?,
+            payload_hash: env.choice(
+                "SIGNATURE_PAYLOAD_HASH",
+                PayloadHashMode::LogOnly,
+                PayloadHashMode::parse,
+                "enforce, log",
+            )?,
+        };
+        if signature.max_age_seconds < 1 {
+            bail!("SIGNATURE_MAX_AGE_SECONDS must be at least 1");
+        }
 
         Ok(Self {
             database,
@@ -160,8 +188,16 @@ impl Settings {
                 public_base_url,
                 ring_timeout_seconds,
                 allocation,
+                signature,
+                answer_db_timeout: Duration::from_millis(env.parse("ANSWER_DB_TIMEOUT_MS", 300)?),
             },
             sweep_interval: Duration::from_secs(env.parse("SWEEP_INTERVAL_SECONDS", 60)?),
+            spool_dir: env
+                .string("SPOOL_DIR")
+                .unwrap_or_else(|| "spool".to_owned())
+                .into(),
+            spool_drain_interval: Duration::from_millis(env.parse("SPOOL_DRAIN_INTERVAL_MS", 1000)?),
+            route_poll_interval: Duration::from_millis(env.parse("ROUTE_POLL_INTERVAL_MS", 500)?),
             log_format: env.choice(
                 "LOG_FORMAT",
                 LogFormat::Json,

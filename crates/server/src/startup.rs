@@ -1,15 +1,18 @@
-//! Building and running the application: the pool, the HTTP server, the sweeper.
+//! Building and running the application: the pools, the HTTP server, and the background tasks
+//! (route mirror, spool drain, sweeper).
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::dev::Service;
+use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 use voice_proxy_http::telemetry::{MaskedRootSpan, echo_request_id};
-use voice_proxy_http::{AppState, configure};
-use voice_proxy_persistence::{PgPool, connect_lazy, pairings};
+use voice_proxy_http::{Shared, configure};
+use voice_proxy_persistence::recorder::{self, Recorder};
+use voice_proxy_persistence::routes::RouteMirror;
+use voice_proxy_persistence::{PgPool, PoolSettings, connect_lazy, pairings};
 
 use crate::config::Settings;
 
@@ -17,39 +20,63 @@ pub struct Application {
     port: u16,
     server: Server,
     pool: PgPool,
+    recorder: Recorder,
+    mirror: Arc<RouteMirror>,
     settings: Settings,
 }
 
 impl Application {
-    /// Binds the listener (port 0 picks a free one) and builds the server; nothing runs until
-    /// [`Application::run_until_stopped`].
+    /// Binds the listener (port 0 picks a free one), opens the spool and builds the server;
+    /// nothing is served until [`Application::run_until_stopped`]. Must be called within a
+    /// Tokio runtime.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool = connect_lazy(settings.database.clone(), &settings.pool);
+        let workers = settings
+            .http_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        // One share of the connection budget for each worker and one for the background tasks.
+        let share = PoolSettings {
+            max_connections: (settings.pool.max_connections / (workers as u32 + 1)).max(2),
+            ..settings.pool.clone()
+        };
+        let pool = connect_lazy(settings.database.clone(), &share);
         let listener = TcpListener::bind(settings.listen_addr)?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState {
-            pool: pool.clone(),
-            settings: Arc::new(settings.http.clone()),
-        });
+        voice_proxy_http::metrics::handle();
+
+        let recorder = Recorder::start(pool.clone(), &settings.spool_dir)?;
+        let mirror = Arc::new(RouteMirror::new());
+        let shared = Shared::new(settings.http.clone(), recorder.clone(), mirror.clone());
+        if !shared.verifier.enabled() {
+            tracing::warn!(
+                "VONAGE_SIGNATURE_SECRET is not set: the answer and event webhooks are NOT \
+                 authenticated, so anyone who can reach them can ask whom a pool number connects \
+                 to. Set it to your Vonage account's signature secret."
+            );
+        }
+        let database = settings.database.clone();
         let mut server = HttpServer::new(move || {
+            // Each worker gets its own pool, so its connections are driven by the runtime of the
+            // worker that awaits them.
+            let state = web::Data::new(shared.state(connect_lazy(database.clone(), &share)));
             App::new()
                 .wrap_fn(|req, srv| {
                     let response = srv.call(req);
                     async move { response.await.map(echo_request_id) }
                 })
                 .wrap(TracingLogger::<MaskedRootSpan>::new())
-                .app_data(state.clone())
+                .app_data(state)
                 .configure(configure)
         })
+        .workers(workers)
         .shutdown_timeout(10);
-        if let Some(workers) = settings.http_workers {
-            server = server.workers(workers);
-        }
+        server = server.backlog(2048);
         let server = server.listen(listener)?.run();
         Ok(Self {
             port,
             server,
             pool,
+            recorder,
+            mirror,
             settings,
         })
     }
@@ -62,28 +89,79 @@ impl Application {
         &self.pool
     }
 
-    /// Serves until the server stops (SIGINT/SIGTERM), running the sweeper beside it.
+    pub fn mirror(&self) -> &Arc<RouteMirror> {
+        &self.mirror
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM: it stops accepting and lets requests in
+    /// flight finish), with the background tasks beside it; then drains what it can of the spool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let sweeper = tokio::spawn(sweep_forever(
-            self.pool.clone(),
-            self.settings.sweep_interval,
-        ));
+        let spool = self.recorder.spool().clone();
+        let tasks = [
+            tokio::spawn(sweep_forever(
+                self.pool.clone(),
+                self.settings.sweep_interval,
+            )),
+            tokio::spawn(mirror_forever(
+                self.mirror.clone(),
+                self.pool.clone(),
+                self.settings.route_poll_interval,
+            )),
+            tokio::spawn(recorder::drain_forever(
+                spool.clone(),
+                self.pool.clone(),
+                self.settings.spool_drain_interval,
+            )),
+        ];
         let result = self.server.await;
-        sweeper.abort();
+        for task in &tasks {
+            task.abort();
+        }
+        drop(self.recorder);
+        if spool.depth() > 0 {
+            match spool.drain(&self.pool).await {
+                Ok(n) => tracing::info!(records = n, "drained the spool before exiting"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    left = spool.depth(),
+                    "the spool keeps records for the next start"
+                ),
+            }
+        }
         self.pool.close().await;
         result
     }
 }
 
+/// Loads the routes into memory, then follows the change feed. Until the first load succeeds it
+/// retries; the service answers from the database meanwhile.
+async fn mirror_forever(mirror: Arc<RouteMirror>, pool: PgPool, every: Duration) {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(50)));
+    loop {
+        ticker.tick().await;
+        if !mirror.is_loaded() {
+            match mirror.load(&pool).await {
+                Ok(n) => tracing::info!(routes = n, "loaded the routes into memory"),
+                Err(e) => tracing::debug!(error = %e, "could not load the routes yet"),
+            }
+            continue;
+        }
+        match mirror.poll(&pool).await {
+            Ok(_) => metrics::gauge!("routes_in_memory").set(mirror.len() as f64),
+            Err(e) => tracing::debug!(error = %e, "route feed poll failed; will retry"),
+        }
+    }
+}
+
 /// Housekeeping only: correctness never waits for it.
-async fn sweep_forever(pool: PgPool, every: std::time::Duration) {
-    let mut ticker = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+async fn sweep_forever(pool: PgPool, every: Duration) {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
     loop {
         ticker.tick().await;
         match pairings::sweep_expired(&pool, 1000).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(swept = n, "released the load of expired pairings"),
-            Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
+            Err(e) => tracing::debug!(error = %e, "sweep failed; will retry"),
         }
     }
 }

@@ -77,6 +77,8 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
 pub async fn spawn_app_on(database_url: &str, vars: &[(&str, &str)]) -> TestApp {
     LazyLock::force(&TRACING);
     let mut env = base_env(database_url);
+    let spool = std::env::temp_dir().join(format!("vp-test-spool-{}", Uuid::new_v4().simple()));
+    env.insert("SPOOL_DIR".to_owned(), spool.display().to_string());
     for (k, v) in vars {
         env.insert((*k).to_owned(), (*v).to_owned());
     }

@@ -8,4 +8,6 @@ mod invariants;
 mod numbers;
 mod openapi;
 mod pairings;
+mod privacy;
+mod signatures;
 mod webhooks;
