@@ -141,6 +141,17 @@ impl From<sqlx::Error> for ApiError {
                 err.source = Some(e.into());
                 err
             }
+            // Connection exceptions (08) and the server shutting down or starting (57P0x).
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+            {
+                tracing::warn!(error = %e, "database unavailable");
+                let mut err = Self::unavailable("the database is unavailable; retry shortly");
+                err.source = Some(e.into());
+                err
+            }
             _ => Self::unexpected(e),
         }
     }
@@ -190,6 +201,25 @@ impl ResponseError for ApiError {
         }
         response.json(body)
     }
+}
+
+/// The default service of a resource: any method it does not serve is a 405 problem, with the
+/// `Allow` header listing those it does.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    actix_web::web::to(move || async move {
+        let mut response = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            format!("this resource allows {allow}"),
+        )
+        .error_response();
+        response.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        response
+    })
 }
 
 /// Maps the JSON body extractor's errors onto problems: 413 too large, 415 not JSON, 400 not

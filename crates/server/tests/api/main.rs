@@ -2,6 +2,7 @@
 
 mod allocation;
 mod api_keys;
+mod binary;
 mod calls;
 mod helpers;
 mod invariants;
@@ -9,5 +10,7 @@ mod numbers;
 mod openapi;
 mod pairings;
 mod privacy;
+mod private_pg;
+mod resilience;
 mod signatures;
 mod webhooks;

@@ -1,0 +1,88 @@
+//! Running the real `voice-proxy` binary as a child process.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::ADMIN_TOKEN;
+
+pub struct Service {
+    pub child: Child,
+    pub base: String,
+    /// Every line the service wrote to stdout and stderr so far.
+    pub output: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts `voice-proxy serve` with these settings (plus an admin token, a free port and JSON
+/// logs) and waits until it listens.
+pub async fn start(vars: &[(&str, &str)]) -> Service {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voice-proxy"));
+    cmd.arg("serve")
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .env("HTTP_WORKERS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the voice-proxy binary starts");
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let (port_tx, port_rx) = tokio::sync::oneshot::channel();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let out = output.clone();
+    tokio::spawn(async move {
+        let mut port_tx = Some(port_tx);
+        while let Ok(Some(line)) = stdout.next_line().await {
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if let Some(port) = v["fields"]["port"].as_u64()
+                && let Some(tx) = port_tx.take()
+            {
+                let _ = tx.send(port);
+            }
+            out.lock().unwrap().push(line);
+        }
+    });
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let out = output.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            out.lock().unwrap().push(line);
+        }
+    });
+    let port = tokio::time::timeout(Duration::from_secs(60), port_rx)
+        .await
+        .expect("the service logs its port within a minute")
+        .expect("the service is running");
+    Service {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        output,
+    }
+}
+
+impl Service {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running");
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal}");
+    }
+
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+}
