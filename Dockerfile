@@ -16,10 +16,14 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin voice-proxy
+    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin voice-proxy \
+    && mkdir -p /var/lib/voice-proxy/spool \
+    && chown -R voice-proxy:voice-proxy /var/lib/voice-proxy
 COPY --from=builder /usr/local/bin/voice-proxy /usr/local/bin/voice-proxy
 USER voice-proxy
-ENV LISTEN_ADDR=0.0.0.0:8080
+ENV LISTEN_ADDR=0.0.0.0:8080 SPOOL_DIR=/var/lib/voice-proxy/spool
+# The spool must outlive the container: records acknowledged during a database outage wait there.
+VOLUME /var/lib/voice-proxy
 EXPOSE 8080
 ENTRYPOINT ["voice-proxy"]
 CMD ["serve"]

@@ -61,6 +61,10 @@ ci: test
 # bench:
 #     cargo bench --workspace
 
+# Pairing benchmark: seed 1M pairings, pgbench, creates over HTTP, answer latency; see BENCHMARKS.md
+bench-pairings:
+    scripts/bench-pairings.sh
+
 # Runs `voice-proxy <command>` with the dev database, pretty logs and a dev admin token if unset.
 [private]
 _voice-proxy command:
@@ -75,6 +79,11 @@ _voice-proxy command:
         echo "  NOTICE: ADMIN_TOKEN is not set; using the development token" >&2
         echo "          'dev-admin-token-change-me'. Never expose this instance;" >&2
         echo "          set ADMIN_TOKEN (e.g. in .env) for anything real." >&2
+        echo "" >&2
+    fi
+    if [ -z "${RETENTION_HASH_KEY:-}" ] && [ "${RETENTION_DAYS:-90}" != "0" ]; then
+        export RETENTION_HASH_KEY=dev-retention-key-change-me
+        echo "  NOTICE: RETENTION_HASH_KEY is not set; using a development key." >&2
         echo "" >&2
     fi
     exec cargo run --release --bin voice-proxy -- {{ command }}

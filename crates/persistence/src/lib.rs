@@ -8,6 +8,7 @@ pub mod numbers;
 pub mod pagination;
 pub mod pairings;
 pub mod recorder;
+pub mod retention;
 pub mod routes;
 
 use std::time::Duration;

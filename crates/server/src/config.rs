@@ -21,6 +21,55 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Retention of real numbers.
+#[derive(Clone)]
+pub struct RetentionSettings {
+    /// Numbers of pairings over for longer than this are replaced by a keyed hash; `None` keeps
+    /// them forever.
+    pub after: Option<chrono::Duration>,
+    /// The key of the hash. Keep it secret and stable: the same number hashes the same way only
+    /// under the same key.
+    pub hash_key: String,
+    /// How often the service runs the purge.
+    pub interval: Duration,
+}
+
+impl std::fmt::Debug for RetentionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetentionSettings")
+            .field("after", &self.after)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetentionSettings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let env = Env(lookup);
+        let days: i64 = env.parse("RETENTION_DAYS", 90)?;
+        if days < 0 {
+            bail!("RETENTION_DAYS must not be negative (0 keeps numbers forever)");
+        }
+        let hash_key = env.string("RETENTION_HASH_KEY").unwrap_or_default();
+        if days > 0 && hash_key.len() < 16 {
+            bail!(
+                "RETENTION_HASH_KEY must be set (at least 16 characters) while RETENTION_DAYS is \
+                 above 0: it keys the hash that replaces old numbers. Set RETENTION_DAYS=0 to keep \
+                 numbers forever instead"
+            );
+        }
+        Ok(Self {
+            after: (days > 0).then(|| chrono::Duration::days(days)),
+            hash_key,
+            interval: Duration::from_secs(env.parse("RETENTION_INTERVAL_SECONDS", 3600)?.max(1)),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database: PgConnectOptions,
@@ -35,6 +84,7 @@ pub struct Settings {
     pub spool_drain_interval: Duration,
     /// How often the in-memory routes follow the pairings' change feed.
     pub route_poll_interval: Duration,
+    pub retention: RetentionSettings,
     pub log_format: LogFormat,
 }
 
@@ -81,6 +131,7 @@ impl Settings {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let retention = RetentionSettings::from_lookup(&lookup)?;
         let env = Env(lookup);
         let database_url = env
             .string("DATABASE_URL")
@@ -198,6 +249,7 @@ impl Settings {
                 .into(),
             spool_drain_interval: Duration::from_millis(env.parse("SPOOL_DRAIN_INTERVAL_MS", 1000)?),
             route_poll_interval: Duration::from_millis(env.parse("ROUTE_POLL_INTERVAL_MS", 500)?),
+            retention,
             log_format: env.choice(
                 "LOG_FORMAT",
                 LogFormat::Json,
@@ -227,7 +279,11 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_only_the_admin_token_is_set() {
-        let s = settings(&[("ADMIN_TOKEN", "0123456789abcdef")]).unwrap();
+        let s = settings(&[
+            ("ADMIN_TOKEN", "0123456789abcdef"),
+            ("RETENTION_HASH_KEY", "0123456789abcdef"),
+        ])
+        .unwrap();
         assert_eq!(s.listen_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.http.default_ttl_seconds, 3600);
         assert_eq!(s.http.allocation, AllocationPolicy::default());
@@ -236,21 +292,33 @@ mod tests {
 
     #[test]
     fn a_missing_admin_token_or_a_bad_value_names_the_setting() {
-        let err = settings(&[]).unwrap_err().to_string();
+        let err = settings(&[("RETENTION_DAYS", "0")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ADMIN_TOKEN"), "{err}");
+        let err = settings(&[("ADMIN_TOKEN", "0123456789abcdef")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RETENTION_HASH_KEY"), "{err}");
         let err = settings(&[
             ("ADMIN_TOKEN", "0123456789abcdef"),
+            ("RETENTION_DAYS", "0"),
             ("LISTEN_ADDR", "nowhere"),
         ])
         .unwrap_err()
         .to_string();
         assert!(err.contains("LISTEN_ADDR"), "{err}");
-        let err = settings(&[("ADMIN_TOKEN", "0123456789abcdef"), ("GEO_MATCH", "maybe")])
-            .unwrap_err()
-            .to_string();
+        let err = settings(&[
+            ("ADMIN_TOKEN", "0123456789abcdef"),
+            ("RETENTION_DAYS", "0"),
+            ("GEO_MATCH", "maybe"),
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("GEO_MATCH") && err.contains("strict"), "{err}");
         let err = settings(&[
             ("ADMIN_TOKEN", "0123456789abcdef"),
+            ("RETENTION_DAYS", "0"),
             ("DATABASE_URL", "mysql://x"),
         ])
         .unwrap_err()

@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
 use voice_proxy_persistence::api_keys::{self, ApiKey, ApiKeyId, NewApiKey, Scope};
-use voice_proxy_persistence::{PoolSettings, connect_lazy, migrate};
+use voice_proxy_persistence::{PoolSettings, connect_lazy, migrate, retention};
+use voice_proxy_server::config::RetentionSettings;
 use voice_proxy_server::config::{DEFAULT_DATABASE_URL, Settings};
 use voice_proxy_server::startup::Application;
 use voice_proxy_server::telemetry;
@@ -32,6 +33,10 @@ enum Command {
     /// migrations first.
     #[command(subcommand, name = "api-keys")]
     ApiKeys(ApiKeysCommand),
+    /// Replace the real numbers of pairings over for longer than RETENTION_DAYS by their keyed
+    /// hash (RETENTION_HASH_KEY), in pairings, call records and events, then exit. Needs only
+    /// DATABASE_URL and the RETENTION_ settings.
+    Purge,
 }
 
 #[derive(Subcommand)]
@@ -72,6 +77,13 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Purge = cli.command {
+        if let Err(e) = purge_command().await {
+            eprintln!("voice-proxy: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -95,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await?;
             tracing::info!("voice-proxy stopped");
         }
-        Command::ApiKeys(_) => unreachable!("handled above"),
+        Command::ApiKeys(_) | Command::Purge => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -113,6 +125,28 @@ fn database_options() -> anyhow::Result<PgConnectOptions> {
     Ok(PgConnectOptions::from_str(&url)
         .context("DATABASE_URL is not a valid postgres:// URL")?
         .application_name("voice-proxy api-keys"))
+}
+
+async fn purge_command() -> anyhow::Result<()> {
+    let retention = RetentionSettings::from_env()?;
+    let Some(after) = retention.after else {
+        eprintln!("voice-proxy: RETENTION_DAYS is 0: numbers are kept; nothing to purge");
+        return Ok(());
+    };
+    let options = database_options()?;
+    migrate::run_with(&options)
+        .await
+        .context("could not apply migrations")?;
+    let pool = connect_lazy(options, &PoolSettings::default());
+    let report = retention::purge(&pool, after, &retention.hash_key).await?;
+    println!(
+        "replaced the numbers of {} participants, {} calls and {} events older than {} days",
+        report.participants,
+        report.calls,
+        report.events,
+        after.num_days()
+    );
+    Ok(())
 }
 
 async fn api_keys_command(command: ApiKeysCommand) -> anyhow::Result<()> {

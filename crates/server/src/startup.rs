@@ -11,10 +11,11 @@ use tracing_actix_web::TracingLogger;
 use voice_proxy_http::telemetry::{MaskedRootSpan, echo_request_id};
 use voice_proxy_http::{Shared, configure};
 use voice_proxy_persistence::recorder::{self, Recorder};
+use voice_proxy_persistence::retention::{self, PurgeReport};
 use voice_proxy_persistence::routes::RouteMirror;
 use voice_proxy_persistence::{PgPool, PoolSettings, connect_lazy, pairings};
 
-use crate::config::Settings;
+use crate::config::{RetentionSettings, Settings};
 
 pub struct Application {
     port: u16,
@@ -107,6 +108,10 @@ impl Application {
                 self.pool.clone(),
                 self.settings.route_poll_interval,
             )),
+            tokio::spawn(purge_forever(
+                self.pool.clone(),
+                self.settings.retention.clone(),
+            )),
             tokio::spawn(recorder::drain_forever(
                 spool.clone(),
                 self.pool.clone(),
@@ -149,6 +154,27 @@ async fn mirror_forever(mirror: Arc<RouteMirror>, pool: PgPool, every: Duration)
         match mirror.poll(&pool).await {
             Ok(_) => metrics::gauge!("routes_in_memory").set(mirror.len() as f64),
             Err(e) => tracing::debug!(error = %e, "route feed poll failed; will retry"),
+        }
+    }
+}
+
+/// Replaces old real numbers by their keyed hash, every `interval`.
+async fn purge_forever(pool: PgPool, retention: RetentionSettings) {
+    let Some(after) = retention.after else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(retention.interval);
+    loop {
+        ticker.tick().await;
+        match retention::purge(&pool, after, &retention.hash_key).await {
+            Ok(r) if r == PurgeReport::default() => {}
+            Ok(r) => tracing::info!(
+                participants = r.participants,
+                calls = r.calls,
+                events = r.events,
+                "replaced old numbers by their keyed hash"
+            ),
+            Err(e) => tracing::warn!(error = %e, "retention purge failed; will retry"),
         }
     }
 }

@@ -26,6 +26,7 @@ pub async fn start(vars: &[(&str, &str)]) -> Service {
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
         .env("HTTP_WORKERS", "2")
+        .env("RETENTION_HASH_KEY", "test-retention-key-0123456789")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);

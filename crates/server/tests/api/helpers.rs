@@ -57,6 +57,7 @@ pub fn base_env(database_url: &str) -> HashMap<String, String> {
         ("HTTP_WORKERS", "2"),
         ("PUBLIC_BASE_URL", "https://proxy.example.com"),
         ("COOL_OFF_SECONDS", "0"),
+        ("RETENTION_HASH_KEY", "test-retention-key-0123456789"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

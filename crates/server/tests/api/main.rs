@@ -12,5 +12,6 @@ mod pairings;
 mod privacy;
 mod private_pg;
 mod resilience;
+mod retention;
 mod signatures;
 mod webhooks;

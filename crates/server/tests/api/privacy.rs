@@ -26,6 +26,7 @@ async fn a_full_call_flow_logs_no_participant_number() {
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")
         .env("HTTP_WORKERS", "1")
+        .env("RETENTION_HASH_KEY", "test-retention-key-0123456789")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

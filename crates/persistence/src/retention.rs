@@ -1,0 +1,111 @@
+//! Retention: after a pairing has been over for the retention period, the participants' real
+//! numbers are replaced by a keyed hash in pairings, call records and stored events. Rows,
+//! counts and timings stay; the same number always hashes to the same value under one key, so
+//! "how many calls did this (hashed) person make" stays answerable.
+
+use chrono::Duration;
+use sqlx::PgPool;
+
+/// How many rows one statement changes, so that a purge never holds long locks.
+const BATCH: i64 = 5000;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub participants: u64,
+    pub calls: u64,
+    pub events: u64,
+}
+
+/// Replaces real numbers older than `older_than` by `hmac:<hex>` computed with `key`. Runs in
+/// batches until nothing is left; safe to run on several instances at once.
+#[tracing::instrument(skip_all)]
+pub async fn purge(
+    pool: &PgPool,
+    older_than: Duration,
+    key: &str,
+) -> Result<PurgeReport, sqlx::Error> {
+    let secs = older_than.num_seconds() as f64;
+    let mut report = PurgeReport::default();
+    loop {
+        let n = sqlx::query(
+            "UPDATE participants p
+                SET number = 'hmac:' || encode(hmac(p.number, $2, 'sha256'), 'hex'),
+                    counterpart_number = CASE WHEN p.counterpart_number LIKE 'hmac:%'
+                        THEN p.counterpart_number
+                        ELSE 'hmac:' || encode(hmac(p.counterpart_number, $2, 'sha256'), 'hex') END
+              WHERE (p.pairing_id, p.position) IN (
+                    SELECT pairing_id, position FROM participants
+                     WHERE number NOT LIKE 'hmac:%'
+                       AND upper(active_during) < now() - make_interval(secs => $1)
+                     LIMIT $3 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(secs)
+        .bind(key)
+        .bind(BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        report.participants += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    loop {
+        // A call is purged when its pairing has been over for the period, or, without a
+        // pairing, when it started that long ago.
+        let n = sqlx::query(
+            "UPDATE calls c
+                SET caller = 'hmac:' || encode(hmac(c.caller, $2, 'sha256'), 'hex'),
+                    callee = CASE WHEN c.callee IS NULL OR c.callee LIKE 'hmac:%' THEN c.callee
+                        ELSE 'hmac:' || encode(hmac(c.callee, $2, 'sha256'), 'hex') END
+              WHERE c.id IN (
+                    SELECT k.id FROM calls k
+                      LEFT JOIN pairings p ON p.id = k.pairing_id
+                     WHERE k.caller IS NOT NULL AND k.caller NOT LIKE 'hmac:%'
+                       AND k.started_at < now() - make_interval(secs => $1)
+                       AND (p.id IS NULL OR upper(p.active_during) < now() - make_interval(secs => $1))
+                     LIMIT $3 FOR UPDATE OF k SKIP LOCKED)",
+        )
+        .bind(secs)
+        .bind(key)
+        .bind(BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        report.calls += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    loop {
+        // Events carry the numbers in `from` and `to`; pool numbers are ours and stay.
+        let n = sqlx::query(
+            "UPDATE call_events e
+                SET purged = true,
+                    payload = e.payload
+                        || CASE WHEN jsonb_typeof(e.payload->'from') = 'string'
+                                 AND NOT EXISTS (SELECT 1 FROM pool_numbers WHERE number = e.payload->>'from')
+                            THEN jsonb_build_object('from', 'hmac:' || encode(hmac(e.payload->>'from', $2, 'sha256'), 'hex'))
+                            ELSE '{}'::jsonb END
+                        || CASE WHEN jsonb_typeof(e.payload->'to') = 'string'
+                                 AND NOT EXISTS (SELECT 1 FROM pool_numbers WHERE number = e.payload->>'to')
+                            THEN jsonb_build_object('to', 'hmac:' || encode(hmac(e.payload->>'to', $2, 'sha256'), 'hex'))
+                            ELSE '{}'::jsonb END
+              WHERE e.id IN (
+                    SELECT id FROM call_events
+                     WHERE NOT purged AND received_at < now() - make_interval(secs => $1)
+                     LIMIT $3 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(secs)
+        .bind(key)
+        .bind(BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        report.events += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,156 @@
+//! Retention: old real numbers are replaced by a keyed hash; rows, counts and timings stay.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, proxy_of, spawn_app, spawn_app_with};
+
+/// A pairing with one call and its events, all moved 100 days into the past, and a current one.
+async fn old_and_new_history(app: &TestApp) -> (String, String) {
+    app.add_numbers(&["12125550123", "12125550124"]).await;
+    let old = app.pair("16465550101", "16465550102").await;
+    let proxy = proxy_of(&old, 0);
+    app.answer("16465550101", &proxy, "CON-old").await;
+    let e = json!({"uuid": "CON-old-in", "conversation_uuid": "CON-old", "status": "completed",
+                   "direction": "inbound", "from": "16465550101", "to": proxy,
+                   "timestamp": "2024-05-01T10:00:00Z"});
+    assert_eq!(app.post_event(&e).await.status(), 204);
+    let new = app.pair("16465550103", "16465550104").await;
+    app.answer("16465550103", &proxy_of(&new, 0), "CON-new")
+        .await;
+    let old_id: uuid::Uuid = old["id"].as_str().unwrap().parse().unwrap();
+    for sql in [
+        "UPDATE pairings SET created_at = now() - interval '100 days', expires_at = now() - interval '99 days' WHERE id = $1",
+        "UPDATE calls SET started_at = now() - interval '100 days' WHERE pairing_id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(old_id)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE call_events SET received_at = now() - interval '100 days' WHERE conversation_uuid = 'CON-old'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    (old["id"].as_str().unwrap().to_owned(), proxy)
+}
+
+async fn assert_purged(app: &TestApp, proxy: &str) {
+    let old: Vec<(String, String)> = sqlx::query_as(
+        "SELECT number, counterpart_number FROM participants WHERE upper(active_during) < now() - interval '30 days'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(old.len(), 2, "rows stay");
+    assert!(
+        old.iter()
+            .all(|(n, c)| n.starts_with("hmac:") && c.starts_with("hmac:")),
+        "{old:?}"
+    );
+    let fresh: i64 = app
+        .count("SELECT count(*) FROM participants WHERE number IN ('16465550103', '16465550104')")
+        .await;
+    assert_eq!(fresh, 2, "a current pairing keeps its numbers");
+
+    let (caller, callee, outcome, status): (String, String, String, Option<String>) =
+        sqlx::query_as(
+            "SELECT caller, callee, outcome, status FROM calls WHERE conversation_uuid = 'CON-old'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(caller.starts_with("hmac:") && callee.starts_with("hmac:"));
+    assert_eq!(
+        (outcome.as_str(), status.as_deref()),
+        ("routed", Some("completed")),
+        "facts stay"
+    );
+    let same_person: String = sqlx::query_scalar(
+        "SELECT number FROM participants WHERE position = 0 AND number LIKE 'hmac:%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(caller, same_person, "one number, one hash, in every table");
+
+    let payload: Value =
+        sqlx::query_scalar("SELECT payload FROM call_events WHERE conversation_uuid = 'CON-old'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(payload["from"], caller.as_str());
+    assert_eq!(payload["to"], proxy, "pool numbers are ours and stay");
+    let everything: String = sqlx::query_scalar(
+        "SELECT concat_ws(' ', (SELECT string_agg(p::text, ' ') FROM participants p),
+                              (SELECT string_agg(c::text, ' ') FROM calls c WHERE conversation_uuid = 'CON-old'),
+                              (SELECT string_agg(e.payload::text, ' ') FROM call_events e))",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(!everything.contains("6465550101") && !everything.contains("6465550102"));
+}
+
+#[tokio::test]
+async fn the_purge_command_replaces_old_numbers_by_their_keyed_hash() {
+    let app = spawn_app().await;
+    let (_, proxy) = old_and_new_history(&app).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voice-proxy"))
+        .arg("purge")
+        .env("DATABASE_URL", &app.database_url)
+        .env("RETENTION_DAYS", "30")
+        .env("RETENTION_HASH_KEY", "test-retention-key-0123456789")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("2 participants, 1 calls and 1 events"),
+        "{stdout}"
+    );
+    assert_purged(&app, &proxy).await;
+
+    // Running it again changes nothing.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voice-proxy"))
+        .arg("purge")
+        .env("DATABASE_URL", &app.database_url)
+        .env("RETENTION_DAYS", "30")
+        .env("RETENTION_HASH_KEY", "test-retention-key-0123456789")
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 participants, 0 calls and 0 events"));
+    // The record is still listed, with the hashed numbers.
+    let calls: Value = app.get("/v1/calls").await.json().await.unwrap();
+    assert_eq!(calls["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_service_purges_periodically() {
+    let app = spawn_app_with(&[
+        ("RETENTION_DAYS", "30"),
+        ("RETENTION_INTERVAL_SECONDS", "1"),
+    ])
+    .await;
+    let (_, proxy) = old_and_new_history(&app).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while app
+        .count("SELECT count(*) FROM participants WHERE number LIKE 'hmac:%'")
+        .await
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the periodic purge did not run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_purged(&app, &proxy).await;
+}
