@@ -11,15 +11,24 @@ use voice_proxy_persistence::api_keys::{
 };
 
 use crate::auth::{Scope, admin};
+use crate::error::method_not_allowed;
 use crate::pagination::{ListResponse, decode_cursor, encode_cursor, page_size};
 use crate::{ApiError, AppState};
 
 /// Every route needs the `admin` scope, checked before the request is read.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api-keys", admin(web::post().to(create_key)))
-        .route("/api-keys", admin(web::get().to(list_keys)))
-        .route("/api-keys/{id}", admin(web::get().to(get_key)))
-        .route("/api-keys/{id}", admin(web::delete().to(revoke_key)));
+    cfg.service(
+        web::resource("/api-keys")
+            .route(admin(web::post().to(create_key)))
+            .route(admin(web::get().to(list_keys)))
+            .default_service(method_not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/api-keys/{id}")
+            .route(admin(web::get().to(get_key)))
+            .route(admin(web::delete().to(revoke_key)))
+            .default_service(method_not_allowed("GET, DELETE")),
+    );
 }
 
 /// What a key may do: `admin` is everything; `calls:read` is `GET /v1/calls` and
@@ -52,6 +61,7 @@ impl From<Scope> for ScopeName {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"name": "compliance", "scopes": ["calls:read"]})))]
 pub struct CreateApiKeyRequest {
     /// A name to recognise the key by (who or what uses it); 1 to 64 characters.
     #[schema(min_length = 1, max_length = 64, examples("backend"))]
@@ -106,7 +116,10 @@ pub struct CreatedApiKeyResponse {
     tag = "api-keys",
     request_body = CreateApiKeyRequest,
     responses(
-        (status = 201, description = "The key, with its secret: store it now, it is never shown again.", body = CreatedApiKeyResponse),
+        (status = 201, description = "The key, with its secret: store it now, it is never shown again.", body = CreatedApiKeyResponse, links(
+            ("get" = (operation_id = "get_key", parameters(("id" = "$response.body#/id")))),
+            ("revoke" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 400, description = "The body is not JSON."),
         (status = 413, description = "The body is too large."),
         (status = 415, description = "The body is not `application/json`."),

@@ -11,19 +11,22 @@ use voice_proxy_domain::{CallId, CallOutcome};
 use voice_proxy_persistence::calls::{self, Call, CallFilter};
 
 use crate::auth::{Scope, require};
+use crate::error::method_not_allowed;
 use crate::pagination::{ListResponse, decode_cursor, encode_cursor, page_size};
 use crate::pairings::parse_pairing_id;
 use crate::{ApiError, AppState};
 
 /// Both routes need the `calls:read` scope (or `admin`), checked before the request is read.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/calls",
-        require(Scope::CallsRead, web::get().to(list_calls)),
+    cfg.service(
+        web::resource("/calls")
+            .route(require(Scope::CallsRead, web::get().to(list_calls)))
+            .default_service(method_not_allowed("GET")),
     )
-    .route(
-        "/calls/{id}",
-        require(Scope::CallsRead, web::get().to(get_call)),
+    .service(
+        web::resource("/calls/{id}")
+            .route(require(Scope::CallsRead, web::get().to(get_call)))
+            .default_service(method_not_allowed("GET")),
     );
 }
 

@@ -10,21 +10,35 @@ use voice_proxy_persistence::numbers::{
 };
 
 use crate::auth::admin;
+use crate::error::method_not_allowed;
 use crate::pagination::{ListResponse, decode_cursor, encode_cursor, page_size};
 use crate::{ApiError, AppState};
 
 /// Every route needs the `admin` scope, checked before the request is read.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/numbers", admin(web::post().to(add_number)))
-        .route("/numbers", admin(web::get().to(list_numbers)))
-        .route("/numbers/{number}", admin(web::get().to(get_number)))
-        .route("/numbers/{number}", admin(web::patch().to(update_number)))
-        .route("/numbers/{number}", admin(web::delete().to(retire_number)))
-        .route("/pool", admin(web::get().to(pool_report)));
+    cfg.service(
+        web::resource("/numbers")
+            .route(admin(web::post().to(add_number)))
+            .route(admin(web::get().to(list_numbers)))
+            .default_service(method_not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/numbers/{number}")
+            .route(admin(web::get().to(get_number)))
+            .route(admin(web::patch().to(update_number)))
+            .route(admin(web::delete().to(retire_number)))
+            .default_service(method_not_allowed("GET, PATCH, DELETE")),
+    )
+    .service(
+        web::resource("/pool")
+            .route(admin(web::get().to(pool_report)))
+            .default_service(method_not_allowed("GET")),
+    );
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"number": "12125550199"})))]
 pub struct AddNumberRequest {
     /// The Vonage number, E.164 (`12125550123`; a leading `+` and spaces are accepted).
     #[schema(examples("12125550123"))]
@@ -93,7 +107,11 @@ pub fn parse_number(field: &str, value: &str) -> Result<PhoneNumber, ApiError> {
     tag = "numbers",
     request_body = AddNumberRequest,
     responses(
-        (status = 201, description = "The number, added.", body = NumberResponse),
+        (status = 201, description = "The number, added.", body = NumberResponse, links(
+            ("get" = (operation_id = "get_number", parameters(("number" = "$response.body#/number")))),
+            ("update" = (operation_id = "update_number", parameters(("number" = "$response.body#/number")))),
+            ("retire" = (operation_id = "retire_number", parameters(("number" = "$response.body#/number")))),
+        )),
         (status = 400, description = "The body is not JSON."),
         (status = 409, description = "`number-exists`: already in the pool; `number-is-participant`: a participant's number in an active pairing."),
         (status = 413, description = "The body is too large."),
@@ -223,7 +241,7 @@ pub async fn retire_number(
 #[into_params(parameter_in = Path)]
 pub struct NumberPath {
     /// The pool number, E.164 digits.
-    #[param(example = "12125550123")]
+    #[param(example = "12125550123", pattern = "^[1-9][0-9]{5,14}$")]
     #[allow(dead_code)]
     number: String,
 }
@@ -235,6 +253,7 @@ fn parse_path_number(raw: &str) -> Result<PhoneNumber, ApiError> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"reserved": true})))]
 pub struct UpdateNumberRequest {
     /// Reserved numbers are never chosen automatically, only when a request names them.
     pub reserved: bool,

@@ -166,7 +166,11 @@ fn add_shared_responses(operation: &mut Value) {
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| document().to_string());
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(openapi_json));
+    cfg.service(
+        web::resource("/openapi.json")
+            .route(web::get().to(openapi_json))
+            .default_service(crate::error::method_not_allowed("GET")),
+    );
 }
 
 /// `GET /v1/openapi.json`: this document.

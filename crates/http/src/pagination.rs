@@ -43,6 +43,7 @@ pub fn decode_cursor(kind: &str, cursor: Option<&str>) -> Result<Option<String>,
     let key = text
         .strip_prefix(kind)
         .and_then(|rest| rest.strip_prefix(':'))
+        .filter(|key| !key.is_empty() && !key.chars().any(char::is_control))
         .ok_or_else(malformed)?;
     Ok(Some(key.to_owned()))
 }
@@ -60,5 +61,10 @@ mod tests {
         );
         assert!(decode_cursor("pairings", Some(&c)).is_err());
         assert!(decode_cursor("calls", Some("%%%")).is_err());
+        // Keys no list ever hands out: empty, or with a NUL (which Postgres cannot hold).
+        for forged in ["calls:", "calls:\u{0}", "calls:1\n2"] {
+            let c = URL_SAFE_NO_PAD.encode(forged);
+            assert!(decode_cursor("calls", Some(&c)).is_err(), "{forged:?}");
+        }
     }
 }

@@ -15,6 +15,7 @@ use voice_proxy_persistence::pairings::{
 };
 
 use crate::auth::admin;
+use crate::error::method_not_allowed;
 use crate::numbers::parse_number;
 use crate::pagination::{ListResponse, decode_cursor, encode_cursor, page_size};
 use crate::{ApiError, AppState};
@@ -25,15 +26,34 @@ const _: () =
 
 /// Every route needs the `admin` scope, checked before the request is read.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/pairings", admin(web::post().to(create_pairing)))
-        .route("/pairings", admin(web::get().to(list_pairings)))
-        .route("/pairings/{id}", admin(web::get().to(get_pairing)))
-        .route("/pairings/{id}", admin(web::patch().to(change_expiry)))
-        .route("/pairings/{id}/close", admin(web::post().to(close_pairing)));
+    cfg.service(
+        web::resource("/pairings")
+            .route(admin(web::post().to(create_pairing)))
+            .route(admin(web::get().to(list_pairings)))
+            .default_service(method_not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/pairings/{id}")
+            .route(admin(web::get().to(get_pairing)))
+            .route(admin(web::patch().to(change_expiry)))
+            .default_service(method_not_allowed("GET, PATCH")),
+    )
+    .service(
+        web::resource("/pairings/{id}/close")
+            .route(admin(web::post().to(close_pairing)))
+            .default_service(method_not_allowed("POST")),
+    );
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({
+    "participants": [
+        {"number": "16465550101", "label": "driver"},
+        {"number": "16465550102", "label": "passenger"}
+    ],
+    "ttl_seconds": 3600
+})))]
 pub struct CreatePairingRequest {
     /// Exactly two participants, with different numbers.
     #[schema(min_items = 2, max_items = 2)]
@@ -159,7 +179,11 @@ fn parse_request(body: CreatePairingRequest, default_ttl: i64) -> Result<NewPair
     tag = "pairings",
     request_body = CreatePairingRequest,
     responses(
-        (status = 201, description = "The pairing, created.", body = PairingResponse),
+        (status = 201, description = "The pairing, created.", body = PairingResponse, links(
+            ("get" = (operation_id = "get_pairing", parameters(("id" = "$response.body#/id")))),
+            ("change_expiry" = (operation_id = "change_expiry", parameters(("id" = "$response.body#/id")))),
+            ("close" = (operation_id = "close_pairing", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 200, description = "The same request was made before with this `reference`: the existing pairing.", body = PairingResponse),
         (status = 400, description = "The body is not JSON."),
         (status = 409, description = "`reference-conflict`, `proxy-number-unavailable` or `pool-exhausted`."),
@@ -294,6 +318,7 @@ pub async fn close_pairing(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Pairings with this reference.
+    #[param(min_length = 1, max_length = 128)]
     reference: Option<String>,
     /// Pairings with a participant of this real number.
     number: Option<String>,
@@ -328,6 +353,17 @@ pub async fn list_pairings(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let limit = page_size(query.limit)?;
+    if let Some(reference) = &query.reference
+        && (reference.is_empty()
+            || reference.chars().count() > MAX_REFERENCE_LEN
+            || reference.chars().any(char::is_control))
+    {
+        // No pairing can have it: refused rather than searched for (Postgres cannot even hold
+        // a NUL byte).
+        return Err(ApiError::validation(format!(
+            "reference must be 1 to {MAX_REFERENCE_LEN} characters, without control characters"
+        )));
+    }
     let filter = PairingFilter {
         reference: query.reference,
         number: query
@@ -359,11 +395,13 @@ pub async fn list_pairings(
 /// Exactly one of `ttl_seconds` and `expires_at`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1, max_properties = 1, examples(json!({"ttl_seconds": 7200})))]
 pub struct ChangeExpiryRequest {
     /// The pairing expires this many seconds from now (1 s to 90 days).
-    #[schema(minimum = 1, maximum = 7_776_000)]
+    #[schema(minimum = 1, maximum = 7_776_000, nullable = false)]
     pub ttl_seconds: Option<i64>,
-    /// The pairing expires at this instant (RFC 3339).
+    /// The pairing expires at this instant (RFC 3339), in the future and at most 90 days away.
+    #[schema(nullable = false)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 

@@ -124,7 +124,7 @@ fn database_options() -> anyhow::Result<PgConnectOptions> {
     }
     Ok(PgConnectOptions::from_str(&url)
         .context("DATABASE_URL is not a valid postgres:// URL")?
-        .application_name("voice-proxy api-keys"))
+        .application_name("voice-proxy cli"))
 }
 
 async fn purge_command() -> anyhow::Result<()> {

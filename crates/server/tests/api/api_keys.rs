@@ -21,6 +21,14 @@ fn secret_of(created: &Value) -> String {
     created["secret"].as_str().expect("secret").to_owned()
 }
 
+/// `vpk_<id>_<random>` into its id and random part (which may itself hold `_`).
+fn split_key(secret: &str) -> (&str, &str) {
+    secret
+        .strip_prefix("vpk_")
+        .and_then(|rest| rest.split_once('_'))
+        .expect("vpk_<id>_<random>")
+}
+
 async fn get_with(app: &TestApp, key: &str, path: &str) -> Response {
     app.client
         .get(app.url(path))
@@ -225,8 +233,9 @@ async fn bad_credentials_are_refused_with_401_whatever_the_request_holds() {
     let created = create_key(&app, "real", &["admin"]).await;
     let secret = secret_of(&created);
     let id = Uuid::parse_str(created["id"].as_str().unwrap()).unwrap();
-    let (prefix, real_secret) = secret.rsplit_once('_').unwrap();
-    assert!(!real_secret.is_empty());
+    let (id_hex, real_secret) = split_key(&secret);
+    assert_eq!(id_hex, id.simple().to_string());
+    let prefix = format!("vpk_{id_hex}");
 
     let bad = [
         format!("{prefix}_{}", "A".repeat(43)),
@@ -262,7 +271,7 @@ async fn the_secret_is_stored_only_as_its_sha256() {
     let app = spawn_app().await;
     let created = create_key(&app, "hashed", &["admin", "calls:read"]).await;
     let secret = secret_of(&created);
-    let (_, random_part) = secret.rsplit_once('_').unwrap();
+    let (_, random_part) = split_key(&secret);
     assert!(
         random_part.len() >= 43,
         "256 bits of randomness: {random_part}"

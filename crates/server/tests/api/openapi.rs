@@ -195,3 +195,78 @@ async fn every_documented_route_is_guarded_by_its_scope() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_method_a_documented_path_does_not_serve_is_a_405_naming_those_it_does() {
+    let app = spawn_app().await;
+    let doc = fetch_document(&app).await;
+    let mut allowed: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for (method, path) in operations(&doc) {
+        allowed
+            .entry(path)
+            .or_default()
+            .insert(method.to_uppercase());
+    }
+    allowed
+        .entry("/v1/openapi.json".to_owned())
+        .or_default()
+        .insert("GET".to_owned());
+    for (path, methods) in allowed {
+        let url = app.url(
+            &path
+                .replace("{id}", &Uuid::new_v4().to_string())
+                .replace("{number}", "12125550123"),
+        );
+        for method in ["PUT", "TRACE", "OPTIONS", "POST", "DELETE", "PATCH"] {
+            if methods.contains(method) {
+                continue;
+            }
+            let r = app
+                .client
+                .request(Method::from_bytes(method.as_bytes()).unwrap(), &url)
+                .bearer_auth(crate::helpers::ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let allow: BTreeSet<String> = r.headers()["allow"]
+                .to_str()
+                .unwrap()
+                .split(',')
+                .map(|m| m.trim().to_owned())
+                .collect();
+            assert_eq!(allow, methods, "{method} {path}");
+            let body = assert_problem(r, StatusCode::METHOD_NOT_ALLOWED).await;
+            assert_eq!(body["code"], "method-not-allowed");
+        }
+    }
+}
+
+/// Inputs found while fuzzing the API against its document: each got a 500 before.
+#[tokio::test]
+async fn text_postgres_cannot_hold_is_refused_as_bad_input_not_a_500() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let app = spawn_app().await;
+    app.add_numbers(&["12125550123"]).await;
+    // A NUL byte in the reference filter.
+    for query in ["reference=%00", "reference=ride%0042", "reference="] {
+        let r = app.get(&format!("/v1/pairings?{query}")).await;
+        let body = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(body["code"], "validation-failed", "{query}");
+    }
+    let r = app
+        .get(&format!("/v1/pairings?reference={}", "r".repeat(129)))
+        .await;
+    assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // A forged cursor whose key holds a NUL byte, for the list keyed by text.
+    let forged = URL_SAFE_NO_PAD.encode("numbers:\u{0}");
+    let r = app.get(&format!("/v1/numbers?cursor={forged}")).await;
+    assert_problem(r, StatusCode::BAD_REQUEST).await;
+    // The lists still answer.
+    assert_eq!(
+        app.get("/v1/pairings?reference=ride-42").await.status(),
+        200
+    );
+    assert_eq!(app.get("/v1/numbers").await.status(), 200);
+}
