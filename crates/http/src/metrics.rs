@@ -39,6 +39,9 @@ async fn render(state: web::Data<AppState>) -> HttpResponse {
     let pool = &state.pool;
     metrics::gauge!("db_pool_connections").set(f64::from(pool.size()));
     metrics::gauge!("db_pool_idle_connections").set(pool.num_idle() as f64);
+    metrics::gauge!("spool_depth").set(state.recorder.spool().depth() as f64);
+    // Each active pairing has two routes.
+    metrics::gauge!("pairings_active").set((state.mirror.len() / 2) as f64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle().render())

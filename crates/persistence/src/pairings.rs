@@ -145,6 +145,7 @@ pub async fn create(
         }
         match try_create(pool, request, policy).await {
             Ok(pairing) => {
+                metrics::counter!("pairings_created_total").increment(1);
                 adjust_load(pool, &pairing.participants, 1).await;
                 return Ok(CreateOutcome::Created(pairing));
             }
@@ -158,6 +159,11 @@ pub async fn create(
                 country,
             })) => {
                 record_exhaustion(pool, country.as_ref()).await;
+                metrics::counter!(
+                    "exhaustion_refusals_total",
+                    "country" => country.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string)
+                )
+                .increment(1);
                 return Err(CreatePairingError::PoolExhausted {
                     position,
                     participant,
@@ -572,6 +578,7 @@ pub async fn close(pool: &PgPool, id: PairingId) -> Result<Option<Pairing>, sqlx
     .await?;
     let pairing = get(pool, id).await?;
     if let (Some(_), Some(p)) = (closed_now, &pairing) {
+        metrics::counter!("pairings_closed_total").increment(1);
         adjust_load(pool, &p.participants, -1).await;
     }
     Ok(pairing)

@@ -7,6 +7,7 @@ mod calls;
 mod helpers;
 mod invariants;
 mod numbers;
+mod observability;
 mod openapi;
 mod pairings;
 mod privacy;
