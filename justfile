@@ -53,6 +53,12 @@ test: fmt-check lint
     else
         cargo test --workspace
     fi
+    # The admin API against its own OpenAPI document (schemathesis, installed from PyPI).
+    scripts/schemathesis.sh
+
+# schemathesis against the admin API's OpenAPI document: SCHEMATHESIS_MAX_EXAMPLES, _SEED to vary
+schemathesis:
+    scripts/schemathesis.sh
 
 # Everything CI runs
 ci: test
