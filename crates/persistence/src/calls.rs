@@ -1,32 +1,13 @@
-//! Call records and the events Vonage reports about them.
-//!
-//! A call row is written by the answer webhook; events are stored as they arrive, once each, and
-//! folded into the call row. Both paths commit their own row first and then fold under the call
-//! row's lock, reading every committed event, so whichever folds last sees everything, in
-//! whatever order the answer and the events arrived.
+//! Reading call records and the events Vonage reported about them. They are written by
+//! [`crate::recorder`].
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
-use voice_proxy_domain::{
-    CallEvent, CallId, CallOutcome, CallProgress, CallStatus, Money, PairingId, PhoneNumber,
-};
+use voice_proxy_domain::{CallId, CallOutcome, PairingId};
 
 use crate::pagination::Page;
-
-/// A call as the answer webhook saw it.
-#[derive(Debug, Clone)]
-pub struct NewCall {
-    pub conversation_uuid: Option<String>,
-    pub uuid: Option<String>,
-    pub pairing_id: Option<PairingId>,
-    /// The caller's number as digits, when there was one.
-    pub caller: Option<String>,
-    pub proxy_number: Option<String>,
-    pub callee: Option<PhoneNumber>,
-    pub outcome: CallOutcome,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
@@ -91,119 +72,6 @@ const SELECT_CALL: &str = "SELECT id, conversation_uuid, uuid, pairing_id, calle
         callee, outcome, status, started_at, answered_at, ended_at, duration_seconds,
         price::text AS price
    FROM calls";
-
-/// Records an inbound call. A retried answer request for the same conversation records nothing
-/// new and returns the first record's id.
-#[tracing::instrument(skip_all, fields(outcome = call.outcome.as_str()))]
-pub async fn record_answer(pool: &PgPool, call: &NewCall) -> Result<CallId, sqlx::Error> {
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "WITH inserted AS (
-             INSERT INTO calls (id, conversation_uuid, uuid, pairing_id, caller, proxy_number,
-                                callee, outcome)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (conversation_uuid) DO NOTHING
-             RETURNING id
-         )
-         SELECT id FROM inserted
-         UNION ALL
-         SELECT id FROM calls WHERE conversation_uuid = $2 AND NOT EXISTS (SELECT 1 FROM inserted)
-         LIMIT 1",
-    )
-    .bind(CallId::new().as_uuid())
-    .bind(call.conversation_uuid.as_deref())
-    .bind(call.uuid.as_deref())
-    .bind(call.pairing_id.map(|p| p.as_uuid()))
-    .bind(call.caller.as_deref())
-    .bind(call.proxy_number.as_deref())
-    .bind(call.callee.as_ref().map(PhoneNumber::expose))
-    .bind(call.outcome.as_str())
-    .fetch_optional(pool)
-    .await?;
-    let id = match inserted {
-        Some(id) => id,
-        // A concurrent retry of the same request inserted the row after this statement's
-        // snapshot was taken: read it now.
-        None => {
-            sqlx::query_scalar("SELECT id FROM calls WHERE conversation_uuid = $1")
-                .bind(call.conversation_uuid.as_deref())
-                .fetch_one(pool)
-                .await?
-        }
-    };
-    if let Some(conversation) = &call.conversation_uuid {
-        fold(pool, conversation).await?;
-    }
-    Ok(CallId::from_uuid(id))
-}
-
-/// Stores an event unless the same event was stored before; returns whether it was new. A new
-/// event is folded into its call.
-#[tracing::instrument(skip_all, fields(status = event.status.as_ref().map(CallStatus::as_str)))]
-pub async fn record_event(pool: &PgPool, event: &CallEvent) -> Result<bool, sqlx::Error> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO call_events (dedup_key, conversation_uuid, leg_uuid, status, event_at, payload)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (dedup_key) DO NOTHING
-         RETURNING id",
-    )
-    .bind(event.dedup_key())
-    .bind(event.conversation_uuid.as_deref())
-    .bind(event.leg_uuid.as_deref())
-    .bind(event.status.as_ref().map(CallStatus::as_str))
-    .bind(event.timestamp)
-    .bind(&event.payload)
-    .fetch_optional(pool)
-    .await?;
-    if inserted.is_none() {
-        return Ok(false);
-    }
-    if let Some(conversation) = &event.conversation_uuid {
-        fold(pool, conversation).await?;
-    }
-    Ok(true)
-}
-
-/// Recomputes a call's progress from all of its conversation's events, under the call row's lock.
-async fn fold(pool: &PgPool, conversation_uuid: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let call: Option<(Uuid, Option<String>)> =
-        sqlx::query_as("SELECT id, uuid FROM calls WHERE conversation_uuid = $1 FOR UPDATE")
-            .bind(conversation_uuid)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((call_id, inbound_leg)) = call else {
-        // The answer webhook has not recorded this call yet; it folds when it does.
-        return tx.commit().await;
-    };
-    let payloads: Vec<Value> = sqlx::query_scalar(
-        "SELECT payload FROM call_events WHERE conversation_uuid = $1 ORDER BY id",
-    )
-    .bind(conversation_uuid)
-    .fetch_all(&mut *tx)
-    .await?;
-    if payloads.is_empty() {
-        return tx.commit().await;
-    }
-    let events: Vec<CallEvent> = payloads
-        .into_iter()
-        .filter_map(|p| CallEvent::parse(p).ok())
-        .collect();
-    let progress = CallProgress::fold(inbound_leg.as_deref(), &events);
-    sqlx::query(
-        "UPDATE calls SET status = $2, answered_at = $3, ended_at = $4, duration_seconds = $5,
-                          price = $6::numeric
-          WHERE id = $1",
-    )
-    .bind(call_id)
-    .bind(progress.status.as_ref().map(CallStatus::as_str))
-    .bind(progress.answered_at)
-    .bind(progress.ended_at)
-    .bind(progress.duration_seconds)
-    .bind(progress.price.map(|p: Money| p.to_string()))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
-}
 
 #[tracing::instrument(skip_all, fields(call_id = %id))]
 pub async fn get(pool: &PgPool, id: CallId) -> Result<Option<Call>, sqlx::Error> {
