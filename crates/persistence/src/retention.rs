@@ -25,10 +25,39 @@ pub async fn purge(
     key: &str,
 ) -> Result<PurgeReport, sqlx::Error> {
     let secs = older_than.num_seconds() as f64;
-    let mut report = PurgeReport::default();
+    Ok(PurgeReport {
+        participants: in_batches(pool, PURGE_PARTICIPANTS, secs, key).await?,
+        calls: in_batches(pool, PURGE_CALLS, secs, key).await?,
+        events: in_batches(pool, PURGE_EVENTS, secs, key).await?,
+    })
+}
+
+/// Runs one purge statement (binds: period in seconds, key, batch size) until a batch changes
+/// fewer rows than it could; returns the rows changed.
+async fn in_batches(
+    pool: &PgPool,
+    sql: &'static str,
+    secs: f64,
+    key: &str,
+) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
     loop {
-        let n = sqlx::query(
-            "UPDATE participants p
+        let n = sqlx::query(sql)
+            .bind(secs)
+            .bind(key)
+            .bind(BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Participants of pairings over for the period.
+const PURGE_PARTICIPANTS: &str = "UPDATE participants p
                 SET number = 'hmac:' || encode(hmac(p.number, $2, 'sha256'), 'hex'),
                     counterpart_number = CASE WHEN p.counterpart_number LIKE 'hmac:%'
                         THEN p.counterpart_number
@@ -37,24 +66,11 @@ pub async fn purge(
                     SELECT pairing_id, position FROM participants
                      WHERE number NOT LIKE 'hmac:%'
                        AND upper(active_during) < now() - make_interval(secs => $1)
-                     LIMIT $3 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(secs)
-        .bind(key)
-        .bind(BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        report.participants += n;
-        if n < BATCH as u64 {
-            break;
-        }
-    }
-    loop {
-        // A call is purged when its pairing has been over for the period, or, without a
-        // pairing, when it started that long ago.
-        let n = sqlx::query(
-            "UPDATE calls c
+                     LIMIT $3 FOR UPDATE SKIP LOCKED)";
+
+/// Calls whose pairing has been over for the period, or, without a pairing, that started that
+/// long ago.
+const PURGE_CALLS: &str = "UPDATE calls c
                 SET caller = 'hmac:' || encode(hmac(c.caller, $2, 'sha256'), 'hex'),
                     callee = CASE WHEN c.callee IS NULL OR c.callee LIKE 'hmac:%' THEN c.callee
                         ELSE 'hmac:' || encode(hmac(c.callee, $2, 'sha256'), 'hex') END
@@ -64,23 +80,10 @@ pub async fn purge(
                      WHERE k.caller IS NOT NULL AND k.caller NOT LIKE 'hmac:%'
                        AND k.started_at < now() - make_interval(secs => $1)
                        AND (p.id IS NULL OR upper(p.active_during) < now() - make_interval(secs => $1))
-                     LIMIT $3 FOR UPDATE OF k SKIP LOCKED)",
-        )
-        .bind(secs)
-        .bind(key)
-        .bind(BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        report.calls += n;
-        if n < BATCH as u64 {
-            break;
-        }
-    }
-    loop {
-        // Events carry the numbers in `from` and `to`; pool numbers are ours and stay.
-        let n = sqlx::query(
-            "UPDATE call_events e
+                     LIMIT $3 FOR UPDATE OF k SKIP LOCKED)";
+
+/// Events: they carry the numbers in `from` and `to`; pool numbers are ours and stay.
+const PURGE_EVENTS: &str = "UPDATE call_events e
                 SET purged = true,
                     payload = e.payload
                         || CASE WHEN jsonb_typeof(e.payload->'from') = 'string'
@@ -94,18 +97,4 @@ pub async fn purge(
               WHERE e.id IN (
                     SELECT id FROM call_events
                      WHERE NOT purged AND received_at < now() - make_interval(secs => $1)
-                     LIMIT $3 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(secs)
-        .bind(key)
-        .bind(BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        report.events += n;
-        if n < BATCH as u64 {
-            break;
-        }
-    }
-    Ok(report)
-}
+                     LIMIT $3 FOR UPDATE SKIP LOCKED)";
