@@ -309,6 +309,8 @@ pub async fn close_pairing(
     let pairing = pairings::close(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no pairing {id}")))?;
+    // The in-memory routes (used during database outages) forget it now, not at the next poll.
+    state.mirror.forget_pairing(id);
     tracing::info!(pairing_id = %id, status = pairing.status().as_str(), "pairing closed");
     Ok(HttpResponse::Ok().json(PairingResponse::from(pairing)))
 }
