@@ -64,6 +64,7 @@ cleanup() {
         kill "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
+    rm -rf "$work/spool-$db"
     "${psql_admin[@]}" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 ||
         "${psql_admin[@]}" -c "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true
 }
@@ -73,7 +74,7 @@ trap cleanup EXIT
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
 env ADMIN_TOKEN="$token" DATABASE_URL="$database_url" LISTEN_ADDR="127.0.0.1:$port" \
-    RETENTION_HASH_KEY="schemathesis-retention-key-$RANDOM$RANDOM" \
+    RETENTION_HASH_KEY="schemathesis-retention-key-$RANDOM$RANDOM" SPOOL_DIR="$work/spool-$db" \
     HTTP_WORKERS=2 LOG_FORMAT=json RUST_LOG="${RUST_LOG:-warn}" COOL_OFF_SECONDS=0 \
     "$binary" serve >"$work/server.log" 2>&1 &
 server_pid=$!
