@@ -221,6 +221,18 @@ pub enum EventError {
     BadTimestamp(&'static str),
     #[error("field `{0}` is not a non-negative decimal number")]
     BadNumber(&'static str),
+    #[error("the event holds a NUL character, which no field may contain")]
+    NulCharacter,
+}
+
+/// Whether any key or string in a JSON value holds U+0000 (Postgres cannot store it).
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 /// One event webhook payload, with the fields we fold into a call. The whole payload is kept as
@@ -244,6 +256,9 @@ pub struct CallEvent {
 impl CallEvent {
     pub fn parse(payload: Value) -> Result<Self, EventError> {
         let obj = payload.as_object().ok_or(EventError::NotAnObject)?;
+        if holds_nul(&payload) {
+            return Err(EventError::NulCharacter);
+        }
         let conversation_uuid = string_field(obj, "conversation_uuid")?;
         let leg_uuid = match string_field(obj, "uuid")? {
             Some(u) => Some(u),
@@ -582,6 +597,10 @@ mod tests {
         assert_eq!(
             CallEvent::parse(json!({"uuid": "a", "duration": "1.5"})),
             Err(EventError::BadNumber("duration"))
+        );
+        assert_eq!(
+            CallEvent::parse(json!({"uuid": "a", "extra": {"deep": ["x\u{0}y"]}})),
+            Err(EventError::NulCharacter)
         );
     }
 

@@ -130,29 +130,13 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => {
-                tracing::warn!(error = %e, "database unavailable");
-                let mut err = Self::unavailable("the database is unavailable; retry shortly");
-                err.source = Some(e.into());
-                err
-            }
-            // Connection exceptions (08) and the server shutting down or starting (57P0x).
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
-            {
-                tracing::warn!(error = %e, "database unavailable");
-                let mut err = Self::unavailable("the database is unavailable; retry shortly");
-                err.source = Some(e.into());
-                err
-            }
-            _ => Self::unexpected(e),
+        if voice_proxy_persistence::is_transient(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            let mut err = Self::unavailable("the database is unavailable; retry shortly");
+            err.source = Some(e.into());
+            err
+        } else {
+            Self::unexpected(e)
         }
     }
 }

@@ -33,8 +33,11 @@ pub struct AnswerRequest {
 
 impl AnswerRequest {
     fn from_map(map: &Map<String, Value>) -> Self {
+        // A value with a NUL character cannot be genuine (nor stored): it counts as absent.
         let field = |k: &str| match map.get(k) {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Some(Value::String(s)) if !s.trim().is_empty() && !s.contains('\0') => {
+                Some(s.trim().to_owned())
+            }
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
         };

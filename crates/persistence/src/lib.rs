@@ -51,3 +51,24 @@ pub(crate) fn violates(err: &sqlx::Error, constraint: &str) -> bool {
         .and_then(|e| e.constraint())
         .is_some_and(|c| c == constraint)
 }
+
+/// Whether an error means the database could not be reached or asked us to retry (as opposed to
+/// refusing this data): the write may succeed later, unchanged.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08")
+                || c.starts_with("57P")
+                || c == "40001"
+                || c == "40P01"
+                || c == "53300"
+        }),
+        _ => false,
+    }
+}

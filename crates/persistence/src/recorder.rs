@@ -134,12 +134,12 @@ async fn collect(mut rx: mpsc::Receiver<Job>, pool: PgPool, spool: Arc<Spool>) {
 
 async fn write_or_spool(pool: &PgPool, spool: &Spool, batch: Vec<Job>) {
     let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
-    let result = if spool.database_down_recently() {
+    let outcome = if spool.database_down_recently() {
         Err(sqlx::Error::PoolTimedOut)
     } else {
-        write_batch(pool, &records).await
+        write_isolating(pool, spool, &records).await
     };
-    match result {
+    match outcome {
         Ok(new) => {
             spool.mark_database_up();
             for (job, new) in batch.into_iter().zip(new) {
@@ -166,6 +166,37 @@ async fn write_or_spool(pool: &PgPool, spool: &Spool, batch: Vec<Job>) {
             }
         }
     }
+}
+
+/// Writes a batch; if Postgres refuses its data (rather than being unreachable), writes the
+/// records one by one and sets aside, in the spool's dead-letter file, those it refuses, so that
+/// one bad record never holds back the others. Fails only on a transient error.
+async fn write_isolating(
+    pool: &PgPool,
+    spool: &Spool,
+    records: &[Record],
+) -> Result<Vec<bool>, sqlx::Error> {
+    match write_batch(pool, records).await {
+        Ok(new) => return Ok(new),
+        Err(e) if crate::is_transient(&e) => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "the database refused a batch; writing its records one by one")
+        }
+    }
+    let mut new = Vec::with_capacity(records.len());
+    for record in records {
+        match write_batch(pool, std::slice::from_ref(record)).await {
+            Ok(n) => new.push(n.first().copied().unwrap_or(false)),
+            Err(e) if crate::is_transient(&e) => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "the database refused a record; kept in the dead-letter file");
+                metrics::counter!("records_dead_lettered_total").increment(1);
+                spool.dead_letter(record).map_err(sqlx::Error::Io)?;
+                new.push(false);
+            }
+        }
+    }
+    Ok(new)
 }
 
 /// Writes records in one transaction and folds the calls they touch. Returns, per record,
@@ -478,6 +509,18 @@ impl Spool {
         Ok(())
     }
 
+    /// Keeps a record the database refused, fsynced, in `dead-letter.jsonl` for an operator.
+    fn dead_letter(&self, record: &Record) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dead-letter.jsonl"))?;
+        file.write_all(&line)?;
+        file.sync_data()
+    }
+
     /// Moves every spooled record into the database, oldest segment first. Stops at the first
     /// database error (the records stay spooled). Returns how many records were drained.
     pub async fn drain(&self, pool: &PgPool) -> Result<u64, sqlx::Error> {
@@ -497,7 +540,7 @@ impl Spool {
             }
             let records = read_segment(&path).map_err(sqlx::Error::Io)?;
             for chunk in records.chunks(MAX_BATCH) {
-                write_batch(pool, chunk).await?;
+                write_isolating(pool, self, chunk).await?;
             }
             fs::remove_file(&path).map_err(sqlx::Error::Io)?;
             self.depth

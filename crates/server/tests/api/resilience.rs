@@ -475,3 +475,63 @@ async fn a_pairing_closed_through_one_instance_stops_routing_on_the_other_at_onc
         );
     }
 }
+
+#[tokio::test]
+async fn a_record_the_database_refuses_is_set_aside_and_never_blocks_the_others() {
+    let url = create_database().await;
+    let spool = std::env::temp_dir().join(format!("vp-poison-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&spool).unwrap();
+    // A segment left by an earlier run: a call the schema refuses between two good events.
+    let bad_call = json!({"call": {"id": uuid::Uuid::now_v7(), "conversation_uuid": "CON-poison",
+        "uuid": null, "pairing_id": null, "caller": null, "proxy_number": null, "callee": null,
+        "outcome": "not-an-outcome", "started_at": "2024-05-01T10:00:00Z"}});
+    let good = |status: &str| {
+        json!({"event": {"payload": event("CON-good", "leg", status, 1),
+        "received_at": "2024-05-01T10:00:01Z"}})
+    };
+    let segment = format!("{}\n{}\n{}\n", good("started"), bad_call, good("answered"));
+    std::fs::write(spool.join("segment-000000000001.jsonl"), segment).unwrap();
+
+    let app = spawn_app_on(
+        &url,
+        &[
+            ("SPOOL_DIR", spool.to_str().unwrap()),
+            ("SPOOL_DRAIN_INTERVAL_MS", "100"),
+        ],
+    )
+    .await;
+    let pool = app.pool.clone();
+    wait_until("the good records", Duration::from_secs(15), async || {
+        count(
+            &pool,
+            "SELECT count(*) FROM call_events WHERE conversation_uuid = 'CON-good'",
+        )
+        .await
+            == 2
+    })
+    .await;
+    let dead =
+        std::fs::read_to_string(spool.join("dead-letter.jsonl")).expect("a dead-letter file");
+    assert!(dead.contains("not-an-outcome"));
+    assert_eq!(count(&pool, "SELECT count(*) FROM calls").await, 0);
+    wait_until("the segment to go", Duration::from_secs(5), async || {
+        !spool.join("segment-000000000001.jsonl").exists()
+    })
+    .await;
+
+    // NUL characters: an event with one is refused, an answer treats the field as absent.
+    let r = app
+        .post_event(&json!({"uuid": "x", "conversation_uuid": "CON-nul", "status": "a\u{0}b"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let ncco = app
+        .answer("1646555\u{0}0101", "12125550123", "CON-nul")
+        .await;
+    assert_eq!(ncco[0]["action"], "talk");
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM calls WHERE conversation_uuid = 'CON-nul'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(outcome, "anonymous");
+}
