@@ -63,6 +63,10 @@ schemathesis:
 # Everything CI runs
 ci: test
 
+# Fuzz phone-number, event-payload and money parsing, each target for `seconds`; fails on a crash (fuzz/README.md)
+fuzz seconds="180" *targets:
+    fuzz/fuzz.sh {{ seconds }} {{ targets }}
+
 # Benchmarks: to come.
 # bench:
 #     cargo bench --workspace
