@@ -28,6 +28,8 @@ pub enum PhoneNumberError {
     Unparseable,
     #[error("the phone number is not a valid number in any numbering plan")]
     NotValid,
+    #[error("the phone number has more than 15 digits, the most E.164 allows")]
+    TooManyDigits,
 }
 
 /// An ISO 3166-1 alpha-2 country code, as derived from a phone number.
@@ -100,9 +102,13 @@ impl PhoneNumber {
             return Err(PhoneNumberError::NotValid);
         }
         let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
-        Ok(Self {
-            digits: e164.trim_start_matches('+').to_owned(),
-        })
+        let digits = e164.trim_start_matches('+').to_owned();
+        // Some numbering plans (Germany's, for one) hold numbers longer than E.164 allows;
+        // Vonage and our schema take at most 15 digits.
+        if digits.len() > 15 {
+            return Err(PhoneNumberError::TooManyDigits);
+        }
+        Ok(Self { digits })
     }
 
     /// Wraps digits that were validated before (read back from our own database).
@@ -262,6 +268,11 @@ mod tests {
             "a range reserved for drama is not a real number"
         );
         assert!(PhoneNumber::parse("999999999999999").is_err());
+        // Found by fuzzing: valid in the German plan, but longer than E.164 allows.
+        assert_eq!(
+            PhoneNumber::parse("4920818202081820"),
+            Err(PhoneNumberError::TooManyDigits)
+        );
         assert_eq!(
             PhoneNumber::parse(&"1".repeat(65)),
             Err(PhoneNumberError::TooLong)
