@@ -237,6 +237,19 @@ async fn try_create(
     .bind(&numbers)
     .execute(&mut *tx)
     .await?;
+    // Release these people's (and this reference's) pairings that have expired, so that their
+    // routes may be given again: the unique indexes only cover pairings not yet released.
+    sqlx::query(
+        "UPDATE pairings SET released = true
+          WHERE NOT released AND expires_at <= now()
+            AND (id IN (SELECT pairing_id FROM participants
+                         WHERE number = ANY($1) AND NOT released)
+                 OR reference = $2)",
+    )
+    .bind(&numbers)
+    .bind(request.reference.as_deref())
+    .execute(&mut *tx)
+    .await?;
     let in_pool: Vec<String> =
         sqlx::query_scalar("SELECT number FROM pool_numbers WHERE number = ANY($1)")
             .bind(&numbers)
@@ -703,7 +716,7 @@ pub async fn route(pool: &PgPool, caller: &str, proxy_number: &str) -> Result<Ro
 pub async fn sweep_expired(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
     let swept: i64 = sqlx::query_scalar(
         "WITH expired AS (
-             UPDATE pairings SET load_released = true
+             UPDATE pairings SET load_released = true, released = true
               WHERE id IN (SELECT id FROM pairings
                             WHERE NOT load_released AND expires_at <= now()
                             ORDER BY expires_at LIMIT $1

@@ -90,13 +90,29 @@ async fn the_database_refuses_a_second_active_route_for_one_person_and_number() 
     )
     .await
     .unwrap();
-    // And the closed pairing cannot be revived over the new one.
+    // And the closed pairing cannot be reopened (to route again beside the new one).
     let err = sqlx::query("UPDATE pairings SET closed_at = NULL WHERE id = $1")
         .bind(first)
         .execute(&app.pool)
         .await
         .unwrap_err();
-    assert_eq!(constraint(&err).as_deref(), Some("participants_one_route"));
+    assert_eq!(constraint(&err).as_deref(), Some("pairings_ended_is_final"));
+    // Nor an expired one re-timed.
+    let expired = insert_pairing(&app.pool, 600).await;
+    sqlx::query(
+        "UPDATE pairings SET expires_at = created_at + interval '1 millisecond' WHERE id = $1",
+    )
+    .bind(expired)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let err =
+        sqlx::query("UPDATE pairings SET expires_at = now() + interval '1 hour' WHERE id = $1")
+            .bind(expired)
+            .execute(&app.pool)
+            .await
+            .unwrap_err();
+    assert_eq!(constraint(&err).as_deref(), Some("pairings_ended_is_final"));
 }
 
 /// Invariant 2: expiry needs no background job; the participants' ranges follow their pairing.
