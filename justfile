@@ -67,9 +67,9 @@ ci: test
 fuzz seconds="180" *targets:
     fuzz/fuzz.sh {{ seconds }} {{ targets }}
 
-# Benchmarks: to come.
-# bench:
-#     cargo bench --workspace
+# Call-path benchmark: 1M pairings; /healthz, answer and event webhooks with wrk; pgbench route lookup
+bench:
+    scripts/bench-calls.sh
 
 # Pairing benchmark: seed 1M pairings, pgbench, creates over HTTP, answer latency; see BENCHMARKS.md
 bench-pairings:

@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Apply pending migrations, then serve the webhooks and the admin API.
     Serve,
-    /// Apply pending migrations and exit.
+    /// Apply pending migrations and exit. Needs only DATABASE_URL.
     Migrate,
     /// Create, list and revoke admin API keys. Needs only DATABASE_URL; applies pending
     /// migrations first.
@@ -77,6 +77,19 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Migrate = cli.command {
+        // Migrating needs only the database, not the service's other settings.
+        let result = async {
+            let applied = migrate::run_with(&database_options()?).await?;
+            println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+            anyhow::Ok(())
+        };
+        if let Err(e) = result.await {
+            eprintln!("voice-proxy: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     if let Command::Purge = cli.command {
         if let Err(e) = purge_command().await {
             eprintln!("voice-proxy: {e:#}");
@@ -93,10 +106,6 @@ async fn main() -> anyhow::Result<()> {
     };
     telemetry::init(settings.log_format, std::io::stdout);
     match cli.command {
-        Command::Migrate => {
-            let applied = migrate::run_with(&settings.database).await?;
-            tracing::info!(applied = ?applied, "migrations applied");
-        }
         Command::Serve => {
             let applied = migrate::run_with(&settings.database).await?;
             if !applied.is_empty() {
@@ -107,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await?;
             tracing::info!("voice-proxy stopped");
         }
-        Command::ApiKeys(_) | Command::Purge => unreachable!("handled above"),
+        Command::ApiKeys(_) | Command::Purge | Command::Migrate => unreachable!("handled above"),
     }
     Ok(())
 }
