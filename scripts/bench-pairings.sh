@@ -11,7 +11,9 @@
 #     then serves both with `voice-proxy serve` (release) and calls the answer webhook with the
 #     same paced load on each, in turns, for answer latency small vs 1M;
 #  5. creates pairings over HTTP on the 1M dataset: 32 clients, 30 s;
-#  6. checks the invariants over the whole participants table (scripts/bench/check.sql);
+#  6. runs the same create as SQL alone (pgbench, scripts/bench/create-path.pgbench), for the
+#     database's share; then checks the invariants over the whole participants table
+#     (scripts/bench/check.sql);
 #  7. prints the figures and the targets, stops the server and drops the databases.
 #
 # Needs Postgres on 127.0.0.1:5432 (user postgres, trust), psql and pgbench (on PATH or in the
@@ -28,6 +30,7 @@
 #   LOOKUP_DURATION=5       the SQL route lookup, per dataset and round
 #   ANSWER_CLIENTS=4 ANSWER_RATE=200 ANSWER_DURATION=8 ANSWER_ROUNDS=2   the answer load: per
 #                           round, each dataset for ANSWER_DURATION s
+#   CREATE_SQL_DURATION=15  the create path in SQL alone (0 skips it)
 #   VOICE_PROXY_BIN=path    use this voice-proxy binary instead of building one
 #   SERVER_ENV="K=V ..."    extra settings for the server (e.g. DATABASE_MAX_CONNECTIONS=32)
 #   BENCH_OUT=target/bench       where the summary and the server's log go
@@ -92,6 +95,7 @@ OUT="$(cd "$OUT" && pwd)"
 SUMMARY="$OUT/pairings-summary.txt"
 SERVER_LOG="$OUT/server.log"
 : >"$SERVER_LOG"
+rm -f "$OUT"/*.env "$OUT"/pairs-*.txt "$OUT"/lookup-*.txt
 
 SERVER_PIDS=()
 stop_server() { # pid
@@ -207,6 +211,7 @@ say "machine"
     echo "cpu:        $(nproc) x $(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
     echo "memory:     $(free -g 2>/dev/null | awk '/^Mem:/ { print $2 " GiB" }')"
     echo "postgres:   $("${psql_admin[@]}" -tAc 'SHOW server_version')"
+    echo "autovacuum: $("${psql_admin[@]}" -tAc 'SHOW autovacuum')"
     echo "load avg:   $(cut -d ' ' -f 1-3 /proc/loadavg 2>/dev/null || echo unknown)"
 } | tee "$SUMMARY"
 
@@ -254,11 +259,18 @@ t0="$(now)"
 psql_db "$DB" -x -f scripts/bench/check.sql
 echo "checked in $(secs_since "$t0") s"
 
+# Every measurement starts from vacuumed tables: the creates update pool_numbers twice each (not
+# HOT: active_load is indexed), and the server may run with autovacuum off.
+say "vacuum (analyze) $DB"
+t0="$(now)"
+psql_db "$DB" -c "VACUUM (ANALYZE) pool_numbers, pairings, participants"
+echo "vacuumed in $(secs_since "$t0") s"
+
 say "pgbench: TPC-B-like, scale $PGBENCH_SCALE, $PGBENCH_CLIENTS clients, $PGBENCH_THREADS threads, ${PGBENCH_DURATION} s"
 "${psql_admin[@]}" -c "DROP DATABASE IF EXISTS \"$PGB_DB\" WITH (FORCE)" >/dev/null
 "${psql_admin[@]}" -c "CREATE DATABASE \"$PGB_DB\"" >/dev/null
-pgbench -q -i -s "$PGBENCH_SCALE" -d "$(db_url "$PGB_DB")" 2>&1 | tail -n 1
-pgbench -c "$PGBENCH_CLIENTS" -j "$PGBENCH_THREADS" -T "$PGBENCH_DURATION" -d "$(db_url "$PGB_DB")" \
+pgbench -q -i -s "$PGBENCH_SCALE" "$(db_url "$PGB_DB")" 2>&1 | tail -n 1
+pgbench -c "$PGBENCH_CLIENTS" -j "$PGBENCH_THREADS" -T "$PGBENCH_DURATION" "$(db_url "$PGB_DB")" \
     2>&1 | tee "$OUT/pgbench.txt" | grep -E '^(number of transactions actually processed|latency average|tps)'
 PGBENCH_TPS="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/pgbench.txt")"
 [ -n "$PGBENCH_TPS" ] || die "could not read pgbench's tps; see $OUT/pgbench.txt"
@@ -277,7 +289,7 @@ route_lookup_ms() { # db -> mean latency of the lookup statement, ms
         -c "ALTER TABLE bench_route_sample ADD PRIMARY KEY (k)" -c "ANALYZE bench_route_sample"
     n="$(psql_db "$db" -tAc "SELECT count(*) FROM bench_route_sample")"
     pgbench -n -M prepared -r -c 4 -j 2 -T "$LOOKUP_DURATION" -D npairs="$n" \
-        -f scripts/bench/route-lookup.pgbench -d "$(db_url "$db")" >"$OUT/lookup-$db.txt" 2>&1
+        -f scripts/bench/route-lookup.pgbench "$(db_url "$db")" >"$OUT/lookup-$db.txt" 2>&1
     psql_db "$db" -c "DROP TABLE bench_route_sample"
     awk '/SELECT pairing_id/ { print $1 }' "$OUT/lookup-$db.txt"
 }
@@ -311,6 +323,9 @@ for round in $(seq "$ANSWER_ROUNDS"); do
     "$BENCH" answer --base-url "$BIG_URL" --pairs-file "$OUT/pairs-big.txt" \
         --label "$PAIRINGS, round $round" "${answer_args[@]}" --summary "$OUT/answer-big-$round.env"
 done
+for pid in "$SMALL_PID" "$BIG_PID"; do
+    kill -0 "$pid" 2>/dev/null || die "a voice-proxy server (pid $pid) is gone after the answer load; see $SERVER_LOG"
+done
 stop_server "$SMALL_PID"
 
 say "pairing creates: $DB, $CLIENTS clients, ${DURATION} s"
@@ -324,6 +339,7 @@ read -r s0 b0 p0 busy0 total0 < <(cpu_ticks "$BIG_PID" "$bench_pid")
 sleep "$CPU_WINDOW"
 read -r s1 b1 p1 busy1 total1 < <(cpu_ticks "$BIG_PID" "$bench_pid")
 wait "$bench_pid"
+kill -0 "$BIG_PID" 2>/dev/null || die "the voice-proxy server (pid $BIG_PID) is gone after the create load; see $SERVER_LOG"
 stop_servers
 CPU_SPLIT="$(awk -v hz="$(getconf CLK_TCK)" -v cores="$(nproc)" -v d="$CPU_WINDOW" \
     -v s=$((s1 - s0)) -v b=$((b1 - b0)) -v p=$((p1 - p0)) -v busy=$((busy1 - busy0)) -v total=$((total1 - total0)) \
@@ -335,6 +351,19 @@ if grep -q '"level":"ERROR"' "$SERVER_LOG"; then
     grep '"level":"ERROR"' "$SERVER_LOG" | head -n 5
 fi
 
+# The same create, as SQL statements alone (scripts/bench/create-path.pgbench): the database's
+# ceiling for this transaction on this machine, without HTTP or the service.
+CREATE_SQL_DURATION="${CREATE_SQL_DURATION:-15}"
+CREATE_SQL_TPS="skipped"
+if [ "$CREATE_SQL_DURATION" != 0 ]; then
+    say "the create path in SQL alone (pgbench, $CLIENTS clients, ${CREATE_SQL_DURATION} s)"
+    pgbench -n -M prepared -r -c "$CLIENTS" -j 2 -T "$CREATE_SQL_DURATION" \
+        -f scripts/bench/create-path.pgbench "$(db_url "$DB")" >"$OUT/create-path.txt" 2>&1 ||
+        echo "warning: pgbench create path failed; see $OUT/create-path.txt" >&2
+    grep -E '^(number of (transactions|failed)|latency average|tps)' "$OUT/create-path.txt" || true
+    CREATE_SQL_TPS="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/create-path.txt")"
+fi
+
 say "invariant check over the whole participants table"
 t0="$(now)"
 psql_db "$DB" -x -f scripts/bench/check.sql | tee "$OUT/check.txt"
@@ -344,6 +373,7 @@ ALL_BAD="$(awk -F'|' '/_bad/ { gsub(/ /, "", $2); s += $2 } END { print s + 0 }'
 
 # Figures.
 load_summary "$OUT/pairings.env"
+[ "$CREATE_OK" -gt 0 ] || die "no pairing was created; see $OUT and $SERVER_LOG"
 # Answer latency per dataset: the mean over rounds of p50, p99 and mean; and the spread of p50
 # between rounds of the same dataset, the noise the comparison is judged against.
 answer_figures() { # small|big -> "p50 p99 mean p50_spread outcomes"
@@ -367,6 +397,7 @@ say "summary"
     echo "pgbench tps (TPC-B-like, $PGBENCH_CLIENTS clients):   $PGBENCH_TPS"
     echo "creates/s ($CLIENTS clients, ${DURATION} s):            $CREATE_OK_PER_SEC  ($CREATE_OK created of $CREATE_REQUESTS; $CREATE_OUTCOMES)"
     echo "creates/s / pgbench tps:                  $RATIO"
+    echo "the create path in SQL alone, tx/s:       $CREATE_SQL_TPS (pgbench, $CLIENTS clients; no HTTP, no service)"
     echo "create latency ms: p50 $CREATE_P50_MS  p90 $CREATE_P90_MS  p99 $CREATE_P99_MS  max $CREATE_MAX_MS"
     echo "CPU during the creates: $CPU_SPLIT"
     echo "answer latency ms, small: p50 $SMALL_P50  p99 $SMALL_P99  mean $SMALL_MEAN  (mean of $ANSWER_ROUNDS rounds; p50 spread $SMALL_SPREAD; $SMALL_OUT)"

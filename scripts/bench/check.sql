@@ -2,11 +2,12 @@
 -- one per line). Every count named *_bad must be 0.
 --
 --   active_routes_bad      (person, proxy number) pairs held by more than one participant
---                          active now: what participants_one_route guarantees
+--                          active now: invariant 1, what participants_one_route guarantees
 --   overlapping_routes_bad participants whose active_during overlaps an earlier one for the same
 --                          (person, proxy number), over the whole history: the same, for every
 --                          instant, not only now
---   range_copy_bad         participants whose active_during differs from their pairing's
+--   range_copy_bad         participants whose active_during or released differs from their
+--                          pairing's (the copies the triggers keep)
 --   pool_participant_bad   participants whose real number is a pool number
 --   dangling_bad           participants whose pairing or proxy numbers do not exist
 --   load_counter_bad       pool numbers whose active_load differs from their active participants
@@ -24,7 +25,8 @@ SELECT
           FROM participants WHERE NOT isempty(active_during)) o
       WHERE overlap) AS overlapping_routes_bad,
     (SELECT count(*) FROM participants t JOIN pairings p ON p.id = t.pairing_id
-      WHERE t.active_during IS DISTINCT FROM p.active_during) AS range_copy_bad,
+      WHERE t.active_during IS DISTINCT FROM p.active_during
+         OR t.released IS DISTINCT FROM p.released) AS range_copy_bad,
     (SELECT count(*) FROM participants t JOIN pool_numbers n ON n.number = t.number)
         AS pool_participant_bad,
     (SELECT count(*) FROM participants t
