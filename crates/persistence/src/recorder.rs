@@ -278,11 +278,23 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
         .bind(calls.iter().map(|(_, c)| c.started_at).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
+        let mut new_conversations = Vec::new();
         for (i, c) in &calls {
             if inserted.contains(&c.id) {
                 new[*i] = true;
-                touched.extend(c.conversation_uuid.clone());
+                new_conversations.extend(c.conversation_uuid.clone());
             }
+        }
+        // A new call needs folding only if events for it arrived before it (rare): ask once for
+        // the whole batch instead of folding every call.
+        if !new_conversations.is_empty() {
+            let early: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT conversation_uuid FROM call_events WHERE conversation_uuid = ANY($1)",
+            )
+            .bind(&new_conversations)
+            .fetch_all(&mut *tx)
+            .await?;
+            touched.extend(early);
         }
     }
     if !keyed.is_empty() {

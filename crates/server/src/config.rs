@@ -218,7 +218,7 @@ impl Settings {
         Ok(Self {
             database,
             pool: PoolSettings {
-                max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 16)?,
+                max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 48)?,
                 acquire_timeout: Duration::from_millis(env.parse("DATABASE_ACQUIRE_TIMEOUT_MS", 2000)?),
             },
             listen_addr: env.parse("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,

@@ -146,7 +146,10 @@ async fn mirror_forever(mirror: Arc<RouteMirror>, pool: PgPool, every: Duration)
         ticker.tick().await;
         if !mirror.is_loaded() {
             match mirror.load(&pool).await {
-                Ok(n) => tracing::info!(routes = n, "loaded the routes into memory"),
+                Ok(n) => {
+                    metrics::gauge!("routes_in_memory").set(n as f64);
+                    tracing::info!(routes = n, "loaded the routes into memory");
+                }
                 Err(e) => tracing::debug!(error = %e, "could not load the routes yet"),
             }
             continue;
