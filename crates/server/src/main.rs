@@ -81,7 +81,11 @@ async fn main() -> anyhow::Result<()> {
         // Migrating needs only the database, not the service's other settings.
         let result = async {
             let applied = migrate::run_with(&database_options()?).await?;
-            println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+            println!(
+                "applied {} migration(s): {}",
+                applied.len(),
+                applied.join(", ")
+            );
             anyhow::Ok(())
         };
         if let Err(e) = result.await {
