@@ -10,9 +10,12 @@
 \pset pager off
 SET client_min_messages = warning;
 
-\echo '--- find_active_by_reference (pairings_reference_once, GiST on text)'
+\echo '--- find_active_by_reference'
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-SELECT p.id FROM pairings p
+SELECT p.id, a.proxy_number, b.proxy_number
+  FROM pairings p
+  JOIN participants a ON a.pairing_id = p.id AND a.position = 0
+  JOIN participants b ON b.pairing_id = p.id AND b.position = 1
  WHERE p.reference = 'bench-none' AND p.active_during @> now();
 
 \echo '--- participants in the pool?'
@@ -48,7 +51,14 @@ SELECT number, active_load FROM pool_numbers
  ORDER BY active_load, number LIMIT 16;
 
 BEGIN;
-\echo '--- insert a pairing and its two participants (triggers, foreign keys, exclusion constraint)'
+\echo '--- release the expired pairings of these people and this reference (since V5)'
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+UPDATE pairings SET released = true
+ WHERE NOT released AND expires_at <= now()
+   AND (id IN (SELECT pairing_id FROM participants
+                WHERE number = ANY(ARRAY['16462000000', '16467770000']) AND NOT released)
+        OR reference = 'bench-none');
+\echo '--- insert a pairing and its two participants (triggers, foreign keys, unique indexes)'
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 INSERT INTO pairings (id, reference, expires_at)
 VALUES ('ffffffff-0000-7000-8000-000000000001', 'bench-explain', now() + interval '1 hour');
