@@ -238,13 +238,15 @@ async fn try_create(
     .execute(&mut *tx)
     .await?;
     // Release these people's (and this reference's) pairings that have expired, so that their
-    // routes may be given again: the unique indexes only cover pairings not yet released.
+    // routes may be given again: the unique indexes only cover pairings not yet released. (Two
+    // index lookups joined by UNION ALL: an OR here made Postgres scan every pairing.)
     sqlx::query(
         "UPDATE pairings SET released = true
           WHERE NOT released AND expires_at <= now()
-            AND (id IN (SELECT pairing_id FROM participants
-                         WHERE number = ANY($1) AND NOT released)
-                 OR reference = $2)",
+            AND id IN (SELECT pairing_id FROM participants
+                        WHERE number = ANY($1) AND NOT released
+                       UNION ALL
+                       SELECT id FROM pairings WHERE reference = $2 AND NOT released)",
     )
     .bind(&numbers)
     .bind(request.reference.as_deref())
@@ -508,7 +510,7 @@ async fn find_active_by_reference(
     reference: &str,
 ) -> Result<Option<Pairing>, sqlx::Error> {
     let row: Option<PairingRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_PAIRING} WHERE p.reference = $1 AND p.active_during @> now()"
+        "{SELECT_PAIRING} WHERE p.reference = $1 AND NOT p.released AND p.active_during @> now()"
     )))
     .bind(reference)
     .fetch_optional(pool)
