@@ -102,6 +102,8 @@ PY
 }
 
 base="http://127.0.0.1:$port"
+# Conversation ids of this run, so that a reused database holds none of them yet.
+export VP_RUN="$(date +%s)"
 say "HTTP ceiling: GET /healthz"
 read -r h_rps h_p50 h_p99 h_bad h_err < <(run_wrk healthz "$base/healthz")
 calls_before=$(psql_db "$DB" -tAc "SELECT count(*) FROM calls")

@@ -21,7 +21,7 @@ end
 function request()
   counter = counter + 1
   local p = pairs_list[math.random(#pairs_list)]
-  local conv = "CON-b" .. tid .. "-" .. counter
+  local conv = "CON-b" .. (os.getenv("VP_RUN") or "0") .. "-" .. tid .. "-" .. counter
   return wrk.format("GET", "/webhooks/answer?from=" .. p[1] .. "&to=" .. p[2]
     .. "&uuid=" .. conv .. "-in&conversation_uuid=" .. conv)
 end

@@ -31,7 +31,7 @@ function request()
   m = m + 1
   local k = math.floor((m - 1) / #steps) + 1
   local step = steps[((m - 1) % #steps) + 1]
-  local conv = "CON-b" .. tid .. "-" .. k
+  local conv = "CON-b" .. (os.getenv("VP_RUN") or "0") .. "-" .. tid .. "-" .. k
   local extra = ""
   if step[3] == "completed" then
     extra = ',"duration":"42","rate":"0.01200000","price":"0.00840000"'
