@@ -389,27 +389,41 @@ async fn sigterm_finishes_requests_in_flight_and_exits_cleanly() {
     let spool = std::env::temp_dir().join(format!("vp-sigterm-{}", uuid::Uuid::new_v4().simple()));
     let spool = spool.to_str().unwrap().to_owned();
     let mut service = binary::start(&[("DATABASE_URL", &url), ("SPOOL_DIR", &spool)]).await;
-    let client = reqwest::Client::new();
-    let requests: Vec<_> = (0..200)
-        .map(|i| {
-            client
-                .post(service.url("/webhooks/event"))
-                .json(&event("CON-term", "leg", &format!("s{i}"), 1))
-                .send()
+    // Eight clients send events back to back; SIGTERM comes once some are acknowledged, while
+    // the others are in flight.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (client, url, acked) = (
+                reqwest::Client::new(),
+                service.url("/webhooks/event"),
+                acked.clone(),
+            );
+            tokio::spawn(async move {
+                for i in 0..200 {
+                    let body = event("CON-term", &format!("leg-{c}"), &format!("s{i}"), 1);
+                    match client.post(&url).json(&body).send().await {
+                        Ok(r) if r.status() == StatusCode::NO_CONTENT => {
+                            acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
         })
         .collect();
-    let load = tokio::spawn(join_all(requests));
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    wait_until(
+        "some acknowledged events",
+        Duration::from_secs(20),
+        async || acked.load(std::sync::atomic::Ordering::SeqCst) >= 20,
+    )
+    .await;
     service.signal("TERM");
-    let acked = load
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| {
-            r.as_ref()
-                .is_ok_and(|r| r.status() == StatusCode::NO_CONTENT)
-        })
-        .count() as i64;
+    for c in clients {
+        c.await.unwrap();
+    }
+    let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
     let status = tokio::time::timeout(Duration::from_secs(20), service.child.wait())
         .await
         .unwrap()
