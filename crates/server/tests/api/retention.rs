@@ -92,10 +92,8 @@ async fn assert_purged(app: &TestApp, proxy: &str) {
     assert!(!everything.contains("6465550101") && !everything.contains("6465550102"));
 }
 
-#[tokio::test]
-async fn the_purge_command_replaces_old_numbers_by_their_keyed_hash() {
-    let app = spawn_app().await;
-    let (_, proxy) = old_and_new_history(&app).await;
+/// Runs `voice-proxy purge` with a 30-day retention on the app's database; returns its stdout.
+async fn run_purge(app: &TestApp) -> String {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voice-proxy"))
         .arg("purge")
         .env("DATABASE_URL", &app.database_url)
@@ -109,7 +107,14 @@ async fn the_purge_command_replaces_old_numbers_by_their_keyed_hash() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_purge_command_replaces_old_numbers_by_their_keyed_hash() {
+    let app = spawn_app().await;
+    let (_, proxy) = old_and_new_history(&app).await;
+    let stdout = run_purge(&app).await;
     assert!(
         stdout.contains("2 participants, 1 calls and 1 events"),
         "{stdout}"
@@ -117,15 +122,11 @@ async fn the_purge_command_replaces_old_numbers_by_their_keyed_hash() {
     assert_purged(&app, &proxy).await;
 
     // Running it again changes nothing.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voice-proxy"))
-        .arg("purge")
-        .env("DATABASE_URL", &app.database_url)
-        .env("RETENTION_DAYS", "30")
-        .env("RETENTION_HASH_KEY", "test-retention-key-0123456789")
-        .output()
-        .await
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 participants, 0 calls and 0 events"));
+    assert!(
+        run_purge(&app)
+            .await
+            .contains("0 participants, 0 calls and 0 events")
+    );
     // The record is still listed, with the hashed numbers.
     let calls: Value = app.get("/v1/calls").await.json().await.unwrap();
     assert_eq!(calls["items"].as_array().unwrap().len(), 2);
