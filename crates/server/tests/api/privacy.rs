@@ -15,6 +15,17 @@ const DRIVER: &str = "16465550101";
 const PASSENGER: &str = "16465550102";
 const STRANGER: &str = "16465550199";
 
+/// Every line until the pipe closes.
+async fn collect_lines<R: tokio::io::AsyncBufRead + Unpin>(
+    mut lines: tokio::io::Lines<R>,
+) -> Vec<String> {
+    let mut collected = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        collected.push(line);
+    }
+    collected
+}
+
 #[tokio::test]
 async fn a_full_call_flow_logs_no_participant_number() {
     let database_url = create_database().await;
@@ -46,6 +57,11 @@ async fn a_full_call_flow_logs_no_participant_number() {
             break port;
         }
     };
+    // Read both pipes all along: a pipe nobody reads fills up and blocks the service's logging.
+    let stdout_lines = tokio::spawn(collect_lines(stdout));
+    let stderr_lines = tokio::spawn(collect_lines(
+        BufReader::new(child.stderr.take().unwrap()).lines(),
+    ));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let admin = |method: reqwest::Method, path: &str| {
@@ -173,17 +189,6 @@ async fn a_full_call_flow_logs_no_participant_number() {
         .arg(pid.to_string())
         .status()
         .await;
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(15), stdout.next_line()).await
-    {
-        output.push(line);
-    }
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(5), stderr.next_line()).await
-    {
-        output.push(line);
-    }
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .unwrap()
@@ -192,6 +197,14 @@ async fn a_full_call_flow_logs_no_participant_number() {
         status.success(),
         "SIGTERM ends the service cleanly: {status}"
     );
+    for pipe in [stdout_lines, stderr_lines] {
+        output.extend(
+            tokio::time::timeout(Duration::from_secs(5), pipe)
+                .await
+                .expect("the pipes close once the service has exited")
+                .unwrap(),
+        );
+    }
 
     let all = output.join("\n");
     assert!(
