@@ -109,7 +109,16 @@ read -r h_rps h_p50 h_p99 h_bad h_err < <(run_wrk healthz "$base/healthz")
 calls_before=$(psql_db "$DB" -tAc "SELECT count(*) FROM calls")
 say "answer webhook"
 read -r a_rps a_p50 a_p99 a_bad a_err < <(VP_PAIRS="$OUT/pairs.txt" run_wrk answer -s scripts/bench/answer.lua "$base")
-sleep 1
+a_requests=$(awk '/requests in/{print $1; exit}' "$OUT/answer.txt")
+# Answers are acknowledged once their call record is fsynced in the spool; the drainer moves the
+# records into Postgres right behind. Wait until the spool is empty and say how long that took.
+drain_started=$(date +%s.%N)
+for _ in $(seq 1200); do
+    depth=$(curl -fs "$base/metrics" | awk '/^spool_depth /{print $2}')
+    [ "${depth:-1}" = 0 ] && break
+    sleep 0.1
+done
+drain_seconds=$(awk -v a="$drain_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 calls_after=$(psql_db "$DB" -tAc "SELECT count(*) FROM calls")
 routed=$(psql_db "$DB" -tAc "SELECT count(*) FROM calls WHERE outcome = 'routed'")
 events_before=$(psql_db "$DB" -tAc "SELECT count(*) FROM call_events")
@@ -139,7 +148,7 @@ print(f"{'GET /healthz (HTTP ceiling)':28}{h:>10.0f}{$h_p50:>10.2f}{$h_p99:>10.2
 print(f"{'answer webhook':28}{a:>10.0f}{$a_p50:>10.2f}{$a_p99:>10.2f}{$a_bad:>10}")
 print(f"{'event webhook':28}{e:>10.0f}{$e_p50:>10.2f}{$e_p99:>10.2f}{$e_bad:>10}")
 print(f"{'pgbench route lookup (DB)':28}{db:>10.0f}{'':>10}{'':>10}   (avg latency $db_lat ms)")
-print(f"answer calls recorded: $answered, routed (connect) in total: $routed")
+print(f"answer requests completed (wrk): $a_requests; call records in Postgres: $answered (spool empty {$drain_seconds} s after the load stopped); routed (connect) in total: $routed")
 print(f"events stored: $stored new rows in ${DURATION} s = {$stored / $DURATION:.0f} events/s stored; duplicates folded: {e * $DURATION - $stored:.0f} requests stored nothing new; completed calls: $folded; spool depth at the end: ${spool_depth:-?}")
 print(f"ratio answer / healthz: {a / h:.3f}  (target >= 0.18)")
 print(f"ratio answer / pgbench route lookup: {a / db:.3f}")

@@ -217,20 +217,32 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
     HttpResponse::Ok().json(ncco)
 }
 
-/// Asks the database for the route; when it is unreachable (or failed within the last second),
-/// answers from the in-memory copy of the routes instead, so calls keep connecting.
+/// Connects from the in-memory routes when they may decide alone (an active route, and the copy
+/// is fresh: see `voice_proxy_persistence::routes`); otherwise asks the database. When the
+/// database is unreachable (or failed within the last second), answers from memory regardless,
+/// so calls keep connecting.
 async fn lookup_route(state: &AppState, caller: &str, dialled: &str) -> Route {
+    if let Some(route) = state
+        .mirror
+        .connect_from_memory(caller, dialled, chrono::Utc::now())
+    {
+        metrics::counter!("answer_route_source_total", "source" => "memory").increment(1);
+        return route;
+    }
     let spool = state.recorder.spool();
     if !spool.database_down_recently() {
         let lookup = pairings::route(&state.pool, caller, dialled);
         match tokio::time::timeout(state.settings.answer_db_timeout, lookup).await {
-            Ok(Ok(route)) => return route,
+            Ok(Ok(route)) => {
+                metrics::counter!("answer_route_source_total", "source" => "database").increment(1);
+                return route;
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "routing lookup failed; routing from memory"),
             Err(_) => tracing::warn!("routing lookup timed out; routing from memory"),
         }
         spool.mark_database_down();
     }
-    metrics::counter!("answer_routed_from_memory_total").increment(1);
+    metrics::counter!("answer_route_source_total", "source" => "memory_database_down").increment(1);
     state.mirror.lookup(caller, dialled, chrono::Utc::now())
 }
 

@@ -14,6 +14,7 @@ pub mod routes;
 use std::time::Duration;
 
 pub use sqlx::PgPool;
+pub use sqlx::postgres::PgListener;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// Connection pool settings.

@@ -1,11 +1,15 @@
-//! Writing call records and events: batched into Postgres, or, when Postgres cannot take them,
-//! into a local spool that is fsynced before anything is acknowledged and drained into Postgres
-//! once it is back.
+//! Writing call records and events.
+//!
+//! Call records (one per answered call, on the answer webhook's path) are written ahead into a
+//! local spool: appended and fsynced together with the others of the moment (one fsync a
+//! batch), acknowledged, and moved into Postgres by the drainer right after. Events go to
+//! Postgres in batches; when Postgres cannot take them, they too go into the spool, which is
+//! fsynced before anything is acknowledged and drained into Postgres once it is back.
 //!
 //! Every write is idempotent (a call by its id and conversation, an event by its dedup key), so a
 //! spool segment replayed after a crash, in part or twice, stores each record exactly once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 use voice_proxy_domain::{CallEvent, CallProgress, CallStatus};
 
@@ -25,6 +29,8 @@ use voice_proxy_domain::{CallEvent, CallProgress, CallStatus};
 const MAX_BATCH: usize = 512;
 /// Batches written at once.
 const MAX_IN_FLIGHT: usize = 4;
+/// Most spooled records also kept in memory, so that the drainer need not read them back.
+const MAX_CACHED: usize = 100_000;
 
 /// A call as the answer webhook recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +65,8 @@ pub enum Record {
 pub enum Stored {
     /// In Postgres now; `false` when it was there before (a retry).
     Database { new: bool },
-    /// In the local spool, fsynced; it reaches Postgres when Postgres is back.
+    /// In the local spool, fsynced; the drainer moves it into Postgres (at once, or when
+    /// Postgres is back).
     Spooled,
 }
 
@@ -91,7 +98,8 @@ impl Recorder {
         Ok(Self { jobs, spool })
     }
 
-    /// Stores a record; returns once it is durable (in Postgres or fsynced in the spool).
+    /// Stores a record; returns once it is durable (in Postgres or fsynced in the spool). A call
+    /// record is always spooled first.
     pub async fn record(&self, record: Record) -> Result<Stored, RecordError> {
         let (ack, done) = oneshot::channel();
         self.jobs
@@ -132,7 +140,50 @@ async fn collect(mut rx: mpsc::Receiver<Job>, pool: PgPool, spool: Arc<Spool>) {
     let _ = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
 }
 
-async fn write_or_spool(pool: &PgPool, spool: &Spool, batch: Vec<Job>) {
+async fn write_or_spool(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
+    let (calls, events): (Vec<Job>, Vec<Job>) = batch
+        .into_iter()
+        .partition(|j| matches!(j.record, Record::Call(_)));
+    tokio::join!(spool_first(spool, calls), write_events(pool, spool, events));
+}
+
+/// Appends call records to the spool (one fsync for all of them), acknowledges them, and wakes
+/// the drainer to move them into Postgres.
+async fn spool_first(spool: &Arc<Spool>, batch: Vec<Job>) {
+    if batch.is_empty() {
+        return;
+    }
+    let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
+    let appended = {
+        let spool = spool.clone();
+        tokio::task::spawn_blocking(move || spool.append(&records))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    acknowledge(batch, appended.map(|()| Stored::Spooled));
+    spool.wake_drainer();
+}
+
+fn acknowledge(batch: Vec<Job>, outcome: std::io::Result<Stored>) {
+    match outcome {
+        Ok(stored) => {
+            for job in batch {
+                let _ = job.ack.send(Ok(stored));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "spool append failed; records not acknowledged");
+            for job in batch {
+                let _ = job.ack.send(Err(RecordError::Unavailable(e.to_string())));
+            }
+        }
+    }
+}
+
+async fn write_events(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
+    if batch.is_empty() {
+        return;
+    }
     let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
     let outcome = if spool.database_down_recently() {
         Err(sqlx::Error::PoolTimedOut)
@@ -151,19 +202,11 @@ async fn write_or_spool(pool: &PgPool, spool: &Spool, batch: Vec<Job>) {
                 tracing::warn!(error = %db_error, records = records.len(), "database write failed; spooling");
             }
             spool.mark_database_down();
-            match spool.append(&records) {
-                Ok(()) => {
-                    for job in batch {
-                        let _ = job.ack.send(Ok(Stored::Spooled));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "spool append failed; records not acknowledged");
-                    for job in batch {
-                        let _ = job.ack.send(Err(RecordError::Unavailable(e.to_string())));
-                    }
-                }
-            }
+            let spool = spool.clone();
+            let appended = tokio::task::spawn_blocking(move || spool.append(&records))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            acknowledge(batch, appended.map(|()| Stored::Spooled));
         }
     }
 }
@@ -436,11 +479,27 @@ pub struct Spool {
     depth: AtomicU64,
     /// Unix millis of the last database failure; 0 when none.
     down_since: AtomicU64,
+    /// One drain at a time.
+    draining: tokio::sync::Mutex<()>,
+    /// Wakes the drainer when records were appended.
+    appended: Notify,
 }
 
 struct SpoolState {
-    current: Option<(PathBuf, File)>,
+    current: Option<Segment>,
     next_segment: u64,
+    /// Copies of the records of sealed segments not drained yet, by segment path.
+    sealed: HashMap<PathBuf, Vec<Record>>,
+    /// Records held in `current` and `sealed` copies together.
+    cached: usize,
+}
+
+struct Segment {
+    path: PathBuf,
+    file: File,
+    /// A copy of what was appended, unless there was no room for it (then the drainer reads
+    /// the file).
+    records: Option<Vec<Record>>,
 }
 
 /// After a database failure, records go straight to the spool for this long before the
@@ -468,9 +527,13 @@ impl Spool {
             state: Mutex::new(SpoolState {
                 current: None,
                 next_segment,
+                sealed: HashMap::new(),
+                cached: 0,
             }),
             depth: AtomicU64::new(depth),
             down_since: AtomicU64::new(0),
+            draining: tokio::sync::Mutex::new(()),
+            appended: Notify::new(),
         })
     }
 
@@ -494,7 +557,15 @@ impl Spool {
         self.down_since.store(0, Ordering::Relaxed);
     }
 
-    /// Appends records and fsyncs them.
+    /// Asks the drainer to move what was appended into the database now, unless the database
+    /// failed within the last second (the drainer's own timer retries then).
+    fn wake_drainer(&self) {
+        if !self.database_down_recently() {
+            self.appended.notify_one();
+        }
+    }
+
+    /// Appends records and fsyncs them (blocking: call it off the async runtime's threads).
     pub fn append(&self, records: &[Record]) -> std::io::Result<()> {
         let mut buf = Vec::new();
         for r in records {
@@ -510,11 +581,30 @@ impl Spool {
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
             // Make the new file's name durable too.
             File::open(&self.dir)?.sync_all()?;
-            state.current = Some((path, file));
+            state.current = Some(Segment {
+                path,
+                file,
+                records: Some(Vec::new()),
+            });
         }
-        if let Some((_, file)) = state.current.as_mut() {
-            file.write_all(&buf)?;
-            file.sync_data()?;
+        let room = state.cached + records.len() <= MAX_CACHED;
+        let SpoolState {
+            current, cached, ..
+        } = &mut *state;
+        if let Some(segment) = current.as_mut() {
+            segment.file.write_all(&buf)?;
+            segment.file.sync_data()?;
+            match (&mut segment.records, room) {
+                (Some(copy), true) => {
+                    copy.extend_from_slice(records);
+                    *cached += records.len();
+                }
+                (Some(copy), false) => {
+                    *cached -= copy.len();
+                    segment.records = None;
+                }
+                (None, _) => {}
+            }
         }
         self.depth
             .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -536,23 +626,45 @@ impl Spool {
     /// Moves every spooled record into the database, oldest segment first. Stops at the first
     /// database error (the records stay spooled). Returns how many records were drained.
     pub async fn drain(&self, pool: &PgPool) -> Result<u64, sqlx::Error> {
+        let _one_at_a_time = self.draining.lock().await;
         {
             // Seal the segment being appended to, so new appends start a new one.
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.current = None;
+            if let Some(Segment {
+                path,
+                records: Some(records),
+                ..
+            }) = state.current.take()
+            {
+                state.sealed.insert(path, records);
+            }
         }
         let segments = list_segments(&self.dir).map_err(sqlx::Error::Io)?;
         let mut drained = 0;
         for (_, path) in segments {
-            {
-                let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                if state.current.as_ref().is_some_and(|(p, _)| p == &path) {
+            let cached = {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if state.current.as_ref().is_some_and(|s| s.path == path) {
                     break;
                 }
-            }
-            let records = read_segment(&path).map_err(sqlx::Error::Io)?;
+                let cached = state.sealed.remove(&path);
+                state.cached -= cached.as_ref().map_or(0, Vec::len);
+                cached
+            };
+            let records = match cached {
+                Some(records) => records,
+                None => read_segment(&path).map_err(sqlx::Error::Io)?,
+            };
             for chunk in records.chunks(MAX_BATCH) {
-                write_isolating(pool, self, chunk).await?;
+                if let Err(e) = write_isolating(pool, self, chunk).await {
+                    // Keep the copy for the next attempt (the file stays, whole).
+                    let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    if state.cached + records.len() <= MAX_CACHED {
+                        state.cached += records.len();
+                        state.sealed.insert(path, records);
+                    }
+                    return Err(e);
+                }
             }
             fs::remove_file(&path).map_err(sqlx::Error::Io)?;
             self.depth
@@ -610,22 +722,31 @@ fn read_segment(path: &Path) -> std::io::Result<Vec<Record>> {
     Ok(records)
 }
 
-/// Drains the spool every `every` until the process ends.
+/// Drains the spool whenever records are appended, and every `every` (to retry after a
+/// database failure), until the process ends.
 pub async fn drain_forever(spool: Arc<Spool>, pool: PgPool, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = spool.appended.notified() => {}
+        }
         if spool.depth() == 0 {
             continue;
         }
         match spool.drain(&pool).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(
+            Ok(n) => tracing::debug!(
                 records = n,
                 left = spool.depth(),
                 "drained the spool into the database"
             ),
-            Err(e) => tracing::debug!(error = %e, "spool drain failed; will retry"),
+            Err(e) => {
+                if crate::is_transient(&e) {
+                    spool.mark_database_down();
+                }
+                tracing::debug!(error = %e, "spool drain failed; will retry");
+            }
         }
     }
 }

@@ -1,13 +1,24 @@
-//! An in-memory copy of every active route, so that calls keep being connected while the
-//! database is unreachable.
+//! An in-memory copy of every active route: the answer webhook connects calls from it without a
+//! database round trip, and keeps connecting them while the database is unreachable.
 //!
 //! It is loaded once at start-up and then follows the pairings' change feed (`changed_at`), so it
-//! learns of pairings created, closed or re-timed through any instance. It is only ever a
-//! fallback: while the database answers, routing asks the database.
+//! learns of pairings created, closed or re-timed through any instance: at once when Postgres
+//! notifies a change (`voice_proxy_routes`), and every poll interval regardless.
+//!
+//! When it may connect a call on its own: a pairing that is closed (or whose expiry is brought
+//! forward) must stop routing on every instance before the request that closed it returns. So
+//! after each poll an instance writes, in `route_mirrors`, the database time its poll read from
+//! (`seen_at`); the request that closed a pairing waits until every live instance has read from
+//! a time after its commit ([`await_mirrors`]). An instance connects a call from memory only
+//! while its last successful poll *started* less than a lease ago; past that (the database is
+//! slow or unreachable) it asks the database again, and the closer stops waiting for it after
+//! one lease. A miss or an ended route in memory is always checked in the database: the pairing
+//! may have been created, or extended, through another instance a moment ago.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -20,6 +31,8 @@ use crate::pairings::Route;
 /// How far back each poll looks before the previous one, to catch transactions that stamped
 /// `changed_at` before that poll but committed after it.
 const POLL_OVERLAP_SECONDS: f64 = 5.0;
+/// How often routes that expired by the clock are dropped from memory.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -34,12 +47,19 @@ struct State {
     routes: HashMap<(u64, u64), Entry>,
     /// The database time from which the next poll reads changes.
     since: Option<DateTime<Utc>>,
+    /// When routes that expired by the clock alone were last dropped.
+    pruned: Option<Instant>,
 }
 
-#[derive(Default)]
 pub struct RouteMirror {
     state: RwLock<State>,
     loaded: AtomicBool,
+    /// This instance's row in `route_mirrors`.
+    instance_id: Uuid,
+    /// How long after a poll started its result may connect calls without asking the database.
+    lease: Duration,
+    /// When the last successful load or poll started.
+    synced: Mutex<Option<Instant>>,
 }
 
 /// One participant row as the feed returns it.
@@ -52,8 +72,44 @@ fn digits(s: &str) -> Option<u64> {
 }
 
 impl RouteMirror {
-    pub fn new() -> Self {
-        Self::default()
+    /// A mirror whose polls may connect calls for `lease` after they start.
+    pub fn new(lease: Duration) -> Self {
+        Self {
+            state: RwLock::default(),
+            loaded: AtomicBool::new(false),
+            instance_id: Uuid::new_v4(),
+            lease,
+            synced: Mutex::new(None),
+        }
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Whether the last successful poll started less than a lease ago.
+    pub fn is_fresh(&self) -> bool {
+        self.synced
+            .lock()
+            .map(|s| s.is_some_and(|at| at.elapsed() < self.lease))
+            .unwrap_or(false)
+    }
+
+    /// The route for a call when memory alone may decide it: an active route, while the
+    /// mirror is fresh. `None` means "ask the database".
+    pub fn connect_from_memory(
+        &self,
+        caller: &str,
+        proxy_number: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Route> {
+        if !self.is_fresh() {
+            return None;
+        }
+        match self.lookup(caller, proxy_number, now) {
+            route @ Route::Connect { .. } => Some(route),
+            Route::Ended { .. } | Route::None => None,
+        }
     }
 
     /// Whether the initial load has finished.
@@ -92,16 +148,28 @@ impl RouteMirror {
         }
     }
 
-    /// Forgets a pairing at once (it was closed through this instance).
-    pub fn forget_pairing(&self, id: PairingId) {
-        if let Ok(mut state) = self.state.write() {
-            state.routes.retain(|_, e| e.pairing_id != id.as_uuid());
+    /// Forgets a pairing's routes at once (it was closed through this instance): `routes` are its
+    /// participants' (number, proxy number).
+    pub fn forget_pairing(&self, id: PairingId, routes: &[(&str, &str)]) {
+        let Ok(mut state) = self.state.write() else {
+            return;
+        };
+        for (number, proxy) in routes {
+            if let (Some(caller), Some(proxy)) = (digits(number), digits(proxy))
+                && state
+                    .routes
+                    .get(&(caller, proxy))
+                    .is_some_and(|e| e.pairing_id == id.as_uuid())
+            {
+                state.routes.remove(&(caller, proxy));
+            }
         }
     }
 
     /// Loads every active route. Streams the rows, so memory holds only the map.
     #[tracing::instrument(skip_all)]
     pub async fn load(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
+        let began = Instant::now();
         let started: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
             .fetch_one(pool)
             .await?;
@@ -128,7 +196,44 @@ impl RouteMirror {
             state.since = Some(started);
         }
         self.loaded.store(true, Ordering::Release);
+        self.synced(pool, began, started).await?;
         Ok(count)
+    }
+
+    /// Marks the mirror as synced from `began` and tells the other instances (and ourselves,
+    /// closing through this one) which database time it has read up to.
+    async fn synced(
+        &self,
+        pool: &PgPool,
+        began: Instant,
+        seen_at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        if let Ok(mut synced) = self.synced.lock() {
+            *synced = Some(began);
+        }
+        sqlx::query(
+            "INSERT INTO route_mirrors (instance_id, seen_at, heartbeat_at)
+             VALUES ($1, $2, clock_timestamp())
+             ON CONFLICT (instance_id)
+             DO UPDATE SET seen_at = EXCLUDED.seen_at, heartbeat_at = EXCLUDED.heartbeat_at",
+        )
+        .bind(self.instance_id)
+        .bind(seen_at)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes this instance out of `route_mirrors` (at shutdown), so that nobody waits for it.
+    pub async fn leave(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        if let Ok(mut synced) = self.synced.lock() {
+            *synced = None;
+        }
+        sqlx::query("DELETE FROM route_mirrors WHERE instance_id = $1")
+            .bind(self.instance_id)
+            .execute(pool)
+            .await?;
+        Ok(())
     }
 
     /// Applies the pairings changed since the previous poll. Returns how many changed.
@@ -139,6 +244,7 @@ impl RouteMirror {
             .map(|s| s.since)
             .unwrap_or(None)
             .unwrap_or_else(Utc::now);
+        let began = Instant::now();
         let polled_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
             .fetch_one(pool)
             .await?;
@@ -153,25 +259,66 @@ impl RouteMirror {
         .bind(POLL_OVERLAP_SECONDS)
         .fetch_all(pool)
         .await?;
-        let now = Utc::now();
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        for row in &rows {
-            let ends_at = row.5;
-            if ends_at.is_some_and(|e| e > now) {
-                insert_row(&mut state.routes, row);
-            } else if let (Some(caller), Some(proxy)) = (digits(&row.1), digits(&row.2))
-                && state
-                    .routes
-                    .get(&(caller, proxy))
-                    .is_some_and(|e| e.pairing_id == row.0)
-            {
-                state.routes.remove(&(caller, proxy));
+        {
+            let now = Utc::now();
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            for row in &rows {
+                let ends_at = row.5;
+                if ends_at.is_some_and(|e| e > now) {
+                    insert_row(&mut state.routes, row);
+                } else if let (Some(caller), Some(proxy)) = (digits(&row.1), digits(&row.2))
+                    && state
+                        .routes
+                        .get(&(caller, proxy))
+                        .is_some_and(|e| e.pairing_id == row.0)
+                {
+                    state.routes.remove(&(caller, proxy));
+                }
             }
+            // Drop what expired by the clock alone, now and then: it walks every route under the
+            // write lock, and lookups judge expiry by themselves meanwhile.
+            if state.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                state.routes.retain(|_, e| e.ends_at > now);
+                state.pruned = Some(Instant::now());
+            }
+            state.since = Some(polled_at);
         }
-        // Drop what expired by the clock alone.
-        state.routes.retain(|_, e| e.ends_at > now);
-        state.since = Some(polled_at);
+        self.synced(pool, began, polled_at).await?;
         Ok(rows.len() / 2)
+    }
+}
+
+/// Waits until no live instance can still connect calls from a copy of the routes older than
+/// now: call it after committing a change that stops or shortens a pairing, before answering.
+///
+/// Returns once every instance that polled within the last `lease` has polled again since this
+/// call began, or after `lease` (and a little): by then an instance that has not polled no
+/// longer connects calls from memory. A database error only makes it wait the whole lease.
+pub async fn await_mirrors(pool: &PgPool, lease: Duration) {
+    let deadline = Instant::now() + lease + Duration::from_millis(50);
+    let after: DateTime<Utc> = match sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await
+    {
+        Ok(t) => t,
+        Err(_) => {
+            tokio::time::sleep_until(deadline.into()).await;
+            return;
+        }
+    };
+    while Instant::now() < deadline {
+        let behind: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "SELECT count(*) FROM route_mirrors
+              WHERE seen_at < $1 AND heartbeat_at > clock_timestamp() - make_interval(secs => $2)",
+        )
+        .bind(after)
+        .bind(lease.as_secs_f64())
+        .fetch_one(pool)
+        .await;
+        if matches!(behind, Ok(0)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -203,7 +350,7 @@ mod tests {
 
     #[test]
     fn looks_up_active_routes_and_reports_ended_ones() {
-        let mirror = RouteMirror::new();
+        let mirror = RouteMirror::new(Duration::from_secs(2));
         let id = Uuid::now_v7();
         let now = Utc::now();
         {
@@ -244,7 +391,7 @@ mod tests {
             Route::None
         );
         assert_eq!(mirror.lookup("withheld", "12125550123", now), Route::None);
-        mirror.forget_pairing(PairingId::from_uuid(id));
+        mirror.forget_pairing(PairingId::from_uuid(id), &[("16465550101", "12125550123")]);
         assert_eq!(
             mirror.lookup("16465550101", "12125550123", now),
             Route::None

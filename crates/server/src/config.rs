@@ -82,8 +82,12 @@ pub struct Settings {
     /// Where call records and events wait while the database is unreachable.
     pub spool_dir: std::path::PathBuf,
     pub spool_drain_interval: Duration,
-    /// How often the in-memory routes follow the pairings' change feed.
+    /// How often the in-memory routes follow the pairings' change feed (besides at once when
+    /// Postgres notifies a change).
     pub route_poll_interval: Duration,
+    /// How long after a poll started the in-memory routes may connect calls on their own; also
+    /// the longest a close waits for an instance that has stopped polling.
+    pub route_mirror_lease: Duration,
     pub retention: RetentionSettings,
     pub log_format: LogFormat,
 }
@@ -214,6 +218,15 @@ impl Settings {
         if signature.max_age_seconds < 1 {
             bail!("SIGNATURE_MAX_AGE_SECONDS must be at least 1");
         }
+        let route_poll_interval = Duration::from_millis(env.parse("ROUTE_POLL_INTERVAL_MS", 500)?);
+        let route_mirror_lease = Duration::from_millis(env.parse("ROUTE_MIRROR_LEASE_MS", 2000)?);
+        if route_mirror_lease <= route_poll_interval {
+            bail!(
+                "ROUTE_MIRROR_LEASE_MS ({} ms) must be longer than ROUTE_POLL_INTERVAL_MS ({} ms)",
+                route_mirror_lease.as_millis(),
+                route_poll_interval.as_millis()
+            );
+        }
 
         Ok(Self {
             database,
@@ -248,7 +261,8 @@ impl Settings {
                 .unwrap_or_else(|| "spool".to_owned())
                 .into(),
             spool_drain_interval: Duration::from_millis(env.parse("SPOOL_DRAIN_INTERVAL_MS", 1000)?),
-            route_poll_interval: Duration::from_millis(env.parse("ROUTE_POLL_INTERVAL_MS", 500)?),
+            route_poll_interval,
+            route_mirror_lease,
             retention,
             log_format: env.choice(
                 "LOG_FORMAT",

@@ -5,6 +5,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
@@ -13,7 +15,7 @@ use voice_proxy_http::{Shared, configure};
 use voice_proxy_persistence::recorder::{self, Recorder};
 use voice_proxy_persistence::retention::{self, PurgeReport};
 use voice_proxy_persistence::routes::RouteMirror;
-use voice_proxy_persistence::{PgPool, PoolSettings, connect_lazy, pairings};
+use voice_proxy_persistence::{PgListener, PgPool, PoolSettings, connect_lazy, pairings};
 
 use crate::config::{RetentionSettings, Settings};
 
@@ -45,7 +47,7 @@ impl Application {
         voice_proxy_http::metrics::handle();
 
         let recorder = Recorder::start(pool.clone(), &settings.spool_dir)?;
-        let mirror = Arc::new(RouteMirror::new());
+        let mirror = Arc::new(RouteMirror::new(settings.route_mirror_lease));
         let shared = Shared::new(settings.http.clone(), recorder.clone(), mirror.clone());
         if !shared.verifier.enabled() {
             tracing::warn!(
@@ -90,6 +92,11 @@ impl Application {
         &self.pool
     }
 
+    /// The local spool call records (and, during an outage, events) pass through.
+    pub fn spool(&self) -> &Arc<recorder::Spool> {
+        self.recorder.spool()
+    }
+
     pub fn mirror(&self) -> &Arc<RouteMirror> {
         &self.mirror
     }
@@ -98,7 +105,12 @@ impl Application {
     /// flight finish), with the background tasks beside it; then drains what it can of the spool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let spool = self.recorder.spool().clone();
+        let routes_changed = Arc::new(Notify::new());
         let tasks = [
+            tokio::spawn(listen_for_changes(
+                self.pool.clone(),
+                routes_changed.clone(),
+            )),
             tokio::spawn(sweep_forever(
                 self.pool.clone(),
                 self.settings.sweep_interval,
@@ -107,6 +119,7 @@ impl Application {
                 self.mirror.clone(),
                 self.pool.clone(),
                 self.settings.route_poll_interval,
+                routes_changed,
             )),
             tokio::spawn(purge_forever(
                 self.pool.clone(),
@@ -121,6 +134,9 @@ impl Application {
         let result = self.server.await;
         for task in &tasks {
             task.abort();
+        }
+        if let Err(e) = self.mirror.leave(&self.pool).await {
+            tracing::debug!(error = %e, "could not take this instance out of route_mirrors");
         }
         drop(self.recorder);
         if spool.depth() > 0 {
@@ -138,12 +154,21 @@ impl Application {
     }
 }
 
-/// Loads the routes into memory, then follows the change feed. Until the first load succeeds it
+/// Loads the routes into memory, then follows the change feed: every `every`, and at once when
+/// Postgres notifies that a pairing was closed or re-timed. Until the first load succeeds it
 /// retries; the service answers from the database meanwhile.
-async fn mirror_forever(mirror: Arc<RouteMirror>, pool: PgPool, every: Duration) {
+async fn mirror_forever(
+    mirror: Arc<RouteMirror>,
+    pool: PgPool,
+    every: Duration,
+    changed: Arc<Notify>,
+) {
     let mut ticker = tokio::time::interval(every.max(Duration::from_millis(50)));
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = changed.notified() => {}
+        }
         if !mirror.is_loaded() {
             match mirror.load(&pool).await {
                 Ok(n) => {
@@ -158,6 +183,33 @@ async fn mirror_forever(mirror: Arc<RouteMirror>, pool: PgPool, every: Duration)
             Ok(_) => metrics::gauge!("routes_in_memory").set(mirror.len() as f64),
             Err(e) => tracing::debug!(error = %e, "route feed poll failed; will retry"),
         }
+    }
+}
+
+/// Listens for `voice_proxy_routes` notifications and passes them on; reconnects after a
+/// failure, once a second.
+async fn listen_for_changes(pool: PgPool, changed: Arc<Notify>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not listen for route changes yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen("voice_proxy_routes").await {
+            tracing::debug!(error = %e, "could not listen for route changes yet");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // The feed may have changed while we were not listening.
+        changed.notify_one();
+        // Until the connection is lost (`None`) or fails.
+        while let Ok(Some(_)) = listener.try_recv().await {
+            changed.notify_one();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

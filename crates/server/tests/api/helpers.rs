@@ -2,13 +2,15 @@
 //! application listening on a free port.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use uuid::Uuid;
 use voice_proxy_persistence::migrate;
+use voice_proxy_persistence::recorder::Spool;
 use voice_proxy_server::config::{LogFormat, Settings};
 use voice_proxy_server::startup::Application;
 use voice_proxy_server::telemetry;
@@ -47,6 +49,8 @@ pub struct TestApp {
     #[allow(dead_code)]
     pub database_url: String,
     pub client: reqwest::Client,
+    /// The instance's spool: call records pass through it on their way to Postgres.
+    pub spool: Arc<Spool>,
 }
 
 pub fn base_env(database_url: &str) -> HashMap<String, String> {
@@ -90,10 +94,12 @@ pub async fn spawn_app_on(database_url: &str, vars: &[(&str, &str)]) -> TestApp 
     let app = Application::build(settings).expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool().clone();
+    let spool = app.spool().clone();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         pool,
+        spool,
         database_url: database_url.to_owned(),
         client: reqwest::Client::new(),
     }
@@ -182,7 +188,24 @@ impl TestApp {
             r.headers()["content-type"].to_str().unwrap(),
             "application/json"
         );
-        r.json().await.expect("NCCO json")
+        let ncco = r.json().await.expect("NCCO json");
+        self.settle().await;
+        ncco
+    }
+
+    /// Waits (up to 10 s) until the spool is empty: every call record acknowledged so far is in
+    /// Postgres.
+    pub async fn settle(&self) {
+        for _ in 0..1000 {
+            if self.spool.depth() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the spool still holds {} records after 10 s",
+            self.spool.depth()
+        );
     }
 
     pub async fn post_event(&self, event: &Value) -> Response {
@@ -194,7 +217,9 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Runs a count query once every acknowledged record is in Postgres.
     pub async fn count(&self, sql: &'static str) -> i64 {
+        self.settle().await;
         sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
             .await

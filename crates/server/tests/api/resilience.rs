@@ -72,6 +72,37 @@ async fn count(pool: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap_or(-1)
 }
 
+/// Waits until `instances` instances have read the pairings' change feed past this moment, so
+/// that what was committed before is in their routes in memory.
+async fn wait_for_mirrors(pool: &PgPool, instances: i64) {
+    let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    wait_until(
+        "the routes in memory to catch up",
+        Duration::from_secs(10),
+        async || {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM route_mirrors WHERE seen_at > $1")
+                .bind(now)
+                .fetch_one(pool)
+                .await
+                .unwrap_or(0)
+                >= instances
+        },
+    )
+    .await;
+}
+
+/// The value of `answer_route_source_total{source}` in the instance's metrics.
+async fn route_source_count(app: &TestApp, source: &str) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let prefix = format!("answer_route_source_total{{source=\"{source}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
 #[tokio::test]
 async fn calls_connect_through_a_database_outage_and_nothing_acknowledged_is_lost() {
     let pg = PrivatePostgres::start();
@@ -460,6 +491,9 @@ async fn a_pairing_closed_through_one_instance_stops_routing_on_the_other_at_onc
             .pair(&format!("1646555020{round}"), &format!("1646555030{round}"))
             .await;
         let proxy = proxy_of(&p, 0);
+        // Both instances hold the pairing in memory: the asked one connects from memory.
+        wait_for_mirrors(&first.pool, 2).await;
+        let from_memory = route_source_count(asked, "memory").await;
         let ncco = asked
             .answer(
                 &format!("1646555020{round}"),
@@ -468,6 +502,11 @@ async fn a_pairing_closed_through_one_instance_stops_routing_on_the_other_at_onc
             )
             .await;
         assert_eq!(ncco[0]["action"], "connect");
+        assert_eq!(
+            route_source_count(asked, "memory").await,
+            from_memory + 1.0,
+            "round {round}: the call was connected from memory"
+        );
         let id = p["id"].as_str().unwrap();
         assert_eq!(
             closer
@@ -488,6 +527,76 @@ async fn a_pairing_closed_through_one_instance_stops_routing_on_the_other_at_onc
             "round {round}: routed after the close returned"
         );
     }
+}
+
+#[tokio::test]
+async fn a_close_waits_for_a_live_instance_that_has_not_caught_up_but_at_most_one_lease() {
+    let lease = Duration::from_millis(1500);
+    let app = crate::helpers::spawn_app_with(&[
+        ("ROUTE_POLL_INTERVAL_MS", "100"),
+        ("ROUTE_MIRROR_LEASE_MS", "1500"),
+    ])
+    .await;
+    app.add_numbers(&["12125550123", "12125550124"]).await;
+    let pair = async |a: &str, b: &str| {
+        let p = app.pair(a, b).await;
+        wait_for_mirrors(&app.pool, 1).await;
+        p["id"].as_str().unwrap().to_owned()
+    };
+    let close = async |id: String| {
+        let started = Instant::now();
+        let r = app
+            .post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        started.elapsed()
+    };
+    // Only this instance, which learns of its own close at once.
+    let alone = close(pair("16465550201", "16465550301").await).await;
+    assert!(
+        alone < lease,
+        "a close with every instance caught up took {alone:?}"
+    );
+    // Another instance that is alive (a heartbeat just now) but has not read past the close: the
+    // close waits for it, but not beyond the lease, after which it no longer routes from memory.
+    let id = pair("16465550202", "16465550302").await;
+    sqlx::query(
+        "INSERT INTO route_mirrors (instance_id, seen_at, heartbeat_at)
+         VALUES (gen_random_uuid(), '-infinity', clock_timestamp())",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let waited = close(id).await;
+    assert!(
+        waited >= lease - Duration::from_millis(100) && waited < lease * 3,
+        "a close with a lagging live instance took {waited:?}"
+    );
+    // Its heartbeat is now older than the lease: it is no longer waited for.
+    let after = close(pair("16465550203", "16465550303").await).await;
+    assert!(
+        after < lease,
+        "a close after the lagging instance went quiet took {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stranger_and_an_unknown_route_are_asked_of_the_database() {
+    let app = crate::helpers::spawn_app_with(&[("ROUTE_POLL_INTERVAL_MS", "100")]).await;
+    app.add_numbers(&["12125550123", "12125550124"]).await;
+    let p = app.pair("16465550201", "16465550301").await;
+    // At once, before any poll: memory does not hold it yet, the database does.
+    let from_db = route_source_count(&app, "database").await;
+    let ncco = app
+        .answer("16465550201", &proxy_of(&p, 0), "CON-new-a")
+        .await;
+    assert_eq!(ncco[0]["action"], "connect");
+    wait_for_mirrors(&app.pool, 1).await;
+    let ncco = app
+        .answer("16465550299", &proxy_of(&p, 0), "CON-new-b")
+        .await;
+    assert_eq!(ncco[0]["action"], "talk");
+    assert!(route_source_count(&app, "database").await >= from_db + 1.0);
 }
 
 #[tokio::test]
