@@ -27,6 +27,8 @@ use voice_proxy_domain::{CallEvent, CallProgress, CallStatus};
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 512;
+/// Most spooled records the drainer writes in one transaction.
+const DRAIN_BATCH: usize = 2048;
 /// Batches written at once.
 const MAX_IN_FLIGHT: usize = 4;
 /// Most spooled records also kept in memory, so that the drainer need not read them back.
@@ -655,7 +657,7 @@ impl Spool {
                 Some(records) => records,
                 None => read_segment(&path).map_err(sqlx::Error::Io)?,
             };
-            for chunk in records.chunks(MAX_BATCH) {
+            for chunk in records.chunks(DRAIN_BATCH) {
                 if let Err(e) = write_isolating(pool, self, chunk).await {
                     // Keep the copy for the next attempt (the file stays, whole).
                     let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
