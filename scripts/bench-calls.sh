@@ -104,6 +104,10 @@ PY
 base="http://127.0.0.1:$port"
 # Conversation ids of this run, so that a reused database holds none of them yet.
 export VP_RUN="$(date +%s)"
+# Each phase starts from the same state: a checkpoint first, so that the WAL written before (the
+# seed, or the previous phase's records) is not flushed during the measurement.
+checkpoint() { psql_db "$DB" -qc "CHECKPOINT" >/dev/null; }
+checkpoint
 say "HTTP ceiling: GET /healthz"
 read -r h_rps h_p50 h_p99 h_bad h_err < <(run_wrk healthz "$base/healthz")
 calls_before=$(psql_db "$DB" -tAc "SELECT count(*) FROM calls")
@@ -122,6 +126,7 @@ drain_seconds=$(awk -v a="$drain_started" -v b="$(date +%s.%N)" 'BEGIN { printf 
 calls_after=$(psql_db "$DB" -tAc "SELECT count(*) FROM calls")
 routed=$(psql_db "$DB" -tAc "SELECT count(*) FROM calls WHERE outcome = 'routed'")
 events_before=$(psql_db "$DB" -tAc "SELECT count(*) FROM call_events")
+checkpoint
 say "event webhook"
 read -r e_rps e_p50 e_p99 e_bad e_err < <(run_wrk events -s scripts/bench/events.lua "$base")
 sleep 1
@@ -131,6 +136,7 @@ spool_depth=$(curl -fs "$base/metrics" | awk '/^spool_depth /{print $2}')
 kill "$server"; wait "$server" 2>/dev/null || true
 trap - EXIT
 
+checkpoint
 say "database ceiling: pgbench running the route lookup"
 pgbench -n -M prepared -c "$CONNECTIONS" -j "$WRK_THREADS" -T "$DURATION" -D pairs="$pairs" \
     -f scripts/bench/route.pgbench "$PG_URL/$DB" > "$OUT/pgbench.txt" 2>&1
