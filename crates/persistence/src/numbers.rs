@@ -245,7 +245,8 @@ pub async fn report(pool: &PgPool) -> Result<Vec<CountryReport>, sqlx::Error> {
 /// next create of this process sees them when it picks), and [`LoadLedger::flush`] writes what
 /// has piled up in one statement, from a background task every ~100 ms and at shutdown. Several
 /// processes each see the others' creates only once flushed: a short-lived, bounded unevenness.
-/// What a crash loses, the sweeper's decrement and recounts correct over time.
+/// A process that dies without its last flush leaves its last ~100 ms of changes unwritten: the
+/// counters then stay that far off (nothing recounts them; they only steer the spread).
 #[derive(Debug, Default)]
 pub struct LoadLedger {
     pending: Mutex<HashMap<String, Pending>>,
