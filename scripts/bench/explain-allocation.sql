@@ -55,11 +55,11 @@ SELECT 'sticky', x.me, s.proxy_number, x.other, NULL, n.state, n.reserved, n.cou
 PREPARE candidates(text, text[], bigint, text, text[], bigint) AS
 (SELECT 0::int AS k, number, active_load FROM pool_numbers
   WHERE state = 'active' AND NOT reserved AND country = $1 AND number <> ALL($2)
-  ORDER BY active_load, number LIMIT $3)
+  ORDER BY load_bucket, number LIMIT $3)
 UNION ALL
 (SELECT 1::int AS k, number, active_load FROM pool_numbers
   WHERE state = 'active' AND NOT reserved AND country = $4 AND number <> ALL($5)
-  ORDER BY active_load, number LIMIT $6);
+  ORDER BY load_bucket, number LIMIT $6);
 
 PREPARE insert_statement(uuid, text, float8, text, text, text, text, text, text) AS
 WITH p AS (

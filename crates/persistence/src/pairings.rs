@@ -572,10 +572,12 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Runs searches (each: the least loaded free numbers of a country, or of any, none of those
-/// excluded) in one statement, a UNION ALL of index scans; returns the candidates per search.
-/// Each search reads as many more numbers as this process has unwritten load on in its country,
-/// so that the least loaded numbers once those are counted are among them.
+/// Runs searches (each: free numbers of a country, or of any, none of those excluded, from the
+/// lowest load bucket up) in one statement, a UNION ALL of index scans; returns the candidates
+/// per search, with their counters. The index orders by `load_bucket` (`active_load / 8`, see
+/// migration V6), so the pick among them by real load keeps numbers within a bucket's width of
+/// each other. Each search reads as many more numbers as this process has unwritten load on in
+/// its country, so that the least loaded numbers once those are counted are among them.
 async fn find_candidates(
     tx: &mut Transaction<'_, Postgres>,
     ledger: &LoadLedger,
@@ -606,7 +608,7 @@ async fn find_candidates(
             .min(MAX_EXTRA_CANDIDATES);
         q.push(" AND number <> ALL(")
             .push_bind(exclude)
-            .push(") ORDER BY active_load, number LIMIT ")
+            .push(") ORDER BY load_bucket, number LIMIT ")
             .push_bind(CANDIDATES_PER_SEARCH + extra as i64)
             .push(")");
     }
