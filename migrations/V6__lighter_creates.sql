@@ -16,11 +16,13 @@ DROP INDEX IF EXISTS participants_by_pairing_number;
 -- other updates of it are HOT (given room on the page: fillfactor 50; the table is small).
 -- Within a bucket, the service picks the least loaded of the candidates it read, by their real
 -- counters; so numbers stay within a bucket's width of each other.
+-- pool_numbers_free, the same over all countries, is not rebuilt: on (load_bucket, number),
+-- Postgres chose it for one country's search too (it cannot know that the other country's numbers
+-- come first) and filtered 2,606 numbers away per search. A search over any country now runs the
+-- per-country search in each country (crates/persistence/src/pairings.rs, find_candidates).
 ALTER TABLE pool_numbers SET (fillfactor = 50);
 ALTER TABLE pool_numbers ADD COLUMN load_bucket bigint GENERATED ALWAYS AS (active_load / 8) STORED;
 DROP INDEX pool_numbers_free_by_country;
 DROP INDEX pool_numbers_free;
 CREATE INDEX pool_numbers_free_by_country ON pool_numbers (country, load_bucket, number)
-    WHERE state = 'active' AND NOT reserved;
-CREATE INDEX pool_numbers_free ON pool_numbers (load_bucket, number)
     WHERE state = 'active' AND NOT reserved;

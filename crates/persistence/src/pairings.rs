@@ -573,7 +573,7 @@ impl Drop for Reservation<'_> {
 }
 
 /// Runs searches (each: free numbers of a country, or of any, none of those excluded, from the
-/// lowest load bucket up) in one statement, a UNION ALL of index scans; returns the candidates
+/// lowest load bucket up) in one statement, a UNION ALL of index searches; returns the candidates
 /// per search, with their counters. The index orders by `load_bucket` (`active_load / 8`, see
 /// migration V6), so the pick among them by real load keeps numbers within a bucket's width of
 /// each other. Each search reads as many more numbers as this process has unwritten load on in
@@ -588,29 +588,58 @@ async fn find_candidates(
         if k > 0 {
             q.push(" UNION ALL ");
         }
-        // Separate statements with and without a country, rather than `$1 IS NULL OR ...`, so
-        // each uses its partial index.
-        q.push(format_args!(
-            "(SELECT {k}::int AS k, number, active_load FROM pool_numbers
-               WHERE state = 'active' AND NOT reserved"
-        ));
-        if let Some(country) = &search.country {
-            q.push(" AND country = ")
-                .push_bind(country.as_str().to_owned());
-        }
         let exclude: Vec<String> = search
             .exclude
             .iter()
             .map(|n| n.expose().to_owned())
             .collect();
-        let extra = ledger
-            .pending_in(search.country.as_ref())
-            .min(MAX_EXTRA_CANDIDATES);
-        q.push(" AND number <> ALL(")
-            .push_bind(exclude)
-            .push(") ORDER BY load_bucket, number LIMIT ")
-            .push_bind(CANDIDATES_PER_SEARCH + extra as i64)
-            .push(")");
+        let limit = CANDIDATES_PER_SEARCH
+            + ledger
+                .pending_in(search.country.as_ref())
+                .min(MAX_EXTRA_CANDIDATES) as i64;
+        match &search.country {
+            Some(country) => {
+                q.push(format_args!(
+                    "(SELECT {k}::int AS k, number, active_load FROM pool_numbers
+                       WHERE state = 'active' AND NOT reserved AND country = "
+                ))
+                .push_bind(country.as_str().to_owned())
+                .push(" AND number <> ALL(")
+                .push_bind(exclude)
+                .push(") ORDER BY load_bucket, number LIMIT ")
+                .push_bind(limit)
+                .push(")");
+            }
+            // Any country: the same index search in each country (found by skipping through the
+            // country index, one probe per country), merged. There is no index over all
+            // countries: with one, Postgres took it for the searches of one country too,
+            // filtering out every number of the others on the way.
+            None => {
+                q.push(format_args!(
+                    "(SELECT {k}::int AS k, f.number, f.active_load FROM (
+                       WITH RECURSIVE countries (country) AS (
+                           (SELECT country FROM pool_numbers WHERE state = 'active' AND NOT reserved
+                             ORDER BY country LIMIT 1)
+                           UNION ALL
+                           SELECT (SELECT p.country FROM pool_numbers p
+                                    WHERE p.state = 'active' AND NOT p.reserved
+                                      AND p.country > c.country
+                                    ORDER BY p.country LIMIT 1)
+                             FROM countries c WHERE c.country IS NOT NULL)
+                       SELECT x.number, x.active_load, x.load_bucket FROM countries c
+                        CROSS JOIN LATERAL (
+                            SELECT number, active_load, load_bucket FROM pool_numbers
+                             WHERE state = 'active' AND NOT reserved AND country = c.country
+                               AND number <> ALL("
+                ))
+                .push_bind(exclude)
+                .push(") ORDER BY load_bucket, number LIMIT ")
+                .push_bind(limit)
+                .push(") x ORDER BY x.load_bucket, x.number LIMIT ")
+                .push_bind(limit)
+                .push(") f)");
+            }
+        }
     }
     let rows: Vec<(i32, String, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
     let mut lists: Vec<Vec<Candidate>> = vec![Vec::new(); searches.len()];
