@@ -202,6 +202,28 @@ impl AllocationPolicy {
     }
 }
 
+impl Plan {
+    /// Whether the preferred (sticky) number may be given, as the pool describes it now: an
+    /// active, unreserved pool number, of the plan's country when the plan is restricted to one.
+    pub fn accepts_preferred(&self, pool_state: &PoolNumberState) -> bool {
+        pool_state.active
+            && !pool_state.reserved
+            && self
+                .country
+                .as_ref()
+                .is_none_or(|c| c == &pool_state.country)
+    }
+}
+
+/// What the pool says about one number, as far as allocation cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolNumberState {
+    /// Not retired.
+    pub active: bool,
+    pub reserved: bool,
+    pub country: CountryCode,
+}
+
 /// Picks among candidates of one search: the least loaded, ties broken by `seed` so that
 /// concurrent requests spread over equally good numbers instead of all taking the first.
 pub fn pick(candidates: &[Candidate], seed: u64) -> Option<&Candidate> {
@@ -242,8 +264,11 @@ mod tests {
         if let Some(p) = &plan.preferred {
             let usable = pool.iter().any(|e| {
                 &e.number == p
-                    && !e.reserved
-                    && plan.country.as_ref().is_none_or(|c| &e.country == c)
+                    && plan.accepts_preferred(&PoolNumberState {
+                        active: true,
+                        reserved: e.reserved,
+                        country: e.country.clone(),
+                    })
             });
             if usable {
                 return Some(p.clone());
@@ -470,6 +495,40 @@ mod tests {
         for seed in 0..8 {
             assert_ne!(run_plan(&plan, &pool, seed), Some(us(3)));
         }
+    }
+
+    #[test]
+    fn a_sticky_number_is_given_again_only_while_usable() {
+        let history = PersonHistory {
+            sticky: Some(us(3)),
+            ..Default::default()
+        };
+        let plan = AllocationPolicy::default().plan(Some(&country("US")), &history);
+        assert_eq!(plan.preferred, Some(us(3)));
+        let state = |active, reserved, c: &str| PoolNumberState {
+            active,
+            reserved,
+            country: country(c),
+        };
+        assert!(plan.accepts_preferred(&state(true, false, "US")));
+        assert!(
+            !plan.accepts_preferred(&state(false, false, "US")),
+            "retired"
+        );
+        assert!(
+            !plan.accepts_preferred(&state(true, true, "US")),
+            "reserved"
+        );
+        assert!(
+            !plan.accepts_preferred(&state(true, false, "GB")),
+            "strict geo-match, other country"
+        );
+        let off = AllocationPolicy {
+            geo: GeoMatch::Off,
+            ..Default::default()
+        };
+        let plan = off.plan(Some(&country("US")), &history);
+        assert!(plan.accepts_preferred(&state(true, false, "GB")));
     }
 
     #[test]

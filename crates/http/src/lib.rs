@@ -18,6 +18,7 @@ pub mod webhooks;
 use actix_web::web;
 use voice_proxy_domain::allocation::AllocationPolicy;
 use voice_proxy_persistence::PgPool;
+use voice_proxy_persistence::numbers::LoadLedger;
 use voice_proxy_persistence::recorder::Recorder;
 use voice_proxy_persistence::routes::RouteMirror;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     pub recorder: Recorder,
     /// Every active route, for answering while the database is unreachable.
     pub mirror: std::sync::Arc<RouteMirror>,
+    /// Load counter changes not yet written (one per process).
+    pub ledger: std::sync::Arc<LoadLedger>,
 }
 
 /// The parts of [`AppState`] shared by every worker.
@@ -69,6 +72,7 @@ pub struct Shared {
     pub verifier: std::sync::Arc<signature::Verifier>,
     pub recorder: Recorder,
     pub mirror: std::sync::Arc<RouteMirror>,
+    pub ledger: std::sync::Arc<LoadLedger>,
 }
 
 impl Shared {
@@ -76,6 +80,7 @@ impl Shared {
         settings: HttpSettings,
         recorder: Recorder,
         mirror: std::sync::Arc<RouteMirror>,
+        ledger: std::sync::Arc<LoadLedger>,
     ) -> Self {
         let verifier = signature::Verifier::new(settings.signature.clone());
         Self {
@@ -83,6 +88,7 @@ impl Shared {
             verifier: std::sync::Arc::new(verifier),
             recorder,
             mirror,
+            ledger,
         }
     }
 
@@ -94,6 +100,7 @@ impl Shared {
             verifier: self.verifier.clone(),
             recorder: self.recorder.clone(),
             mirror: self.mirror.clone(),
+            ledger: self.ledger.clone(),
         }
     }
 }

@@ -199,7 +199,14 @@ pub async fn create_pairing(
     body: web::Json<CreatePairingRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = parse_request(body.into_inner(), state.settings.default_ttl_seconds)?;
-    match pairings::create(&state.pool, &request, &state.settings.allocation).await {
+    match pairings::create(
+        &state.pool,
+        &state.ledger,
+        &request,
+        &state.settings.allocation,
+    )
+    .await
+    {
         Ok(CreateOutcome::Created(p)) => {
             tracing::info!(pairing_id = %p.id, "pairing created");
             Ok(HttpResponse::Created().json(PairingResponse::from(p)))
@@ -307,7 +314,7 @@ pub async fn close_pairing(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_pairing_id(&path)?;
-    let pairing = pairings::close(&state.pool, id)
+    let pairing = pairings::close(&state.pool, &state.ledger, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no pairing {id}")))?;
     // This instance's routes in memory forget it now; the other instances' before we answer.

@@ -1,14 +1,17 @@
 //! Pairings and their participants: creation with proxy-number allocation, lookup for routing,
 //! close, listing.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
-use voice_proxy_domain::allocation::{self, AllocationPolicy, Candidate, PersonHistory, Search};
-use voice_proxy_domain::{
-    CountryCode, NewPairing, PairingId, PairingStatus, ParticipantRequest, PhoneNumber,
+use voice_proxy_domain::allocation::{
+    AllocationPolicy, Candidate, PersonHistory, Plan, PoolNumberState, Search,
 };
+use voice_proxy_domain::{CountryCode, NewPairing, PairingId, PairingStatus, PhoneNumber};
 
+use crate::numbers::LoadLedger;
 use crate::pagination::Page;
 use crate::violates;
 
@@ -16,6 +19,8 @@ use crate::violates;
 const MAX_ATTEMPTS: usize = 8;
 /// How many candidates one search returns to pick from.
 const CANDIDATES_PER_SEARCH: i64 = 16;
+/// At most this many more, for the numbers whose load is not written yet.
+const MAX_EXTRA_CANDIDATES: usize = 112;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Participant {
@@ -122,32 +127,43 @@ pub enum CreatePairingError {
 
 /// Creates a pairing, choosing each participant's proxy number by `policy`.
 ///
-/// Race-free by construction: the choice is made from a snapshot, and the constraint
+/// Race-free by construction: the choice is made from a snapshot, and the unique index
 /// `participants_one_route` refuses the insert if a concurrent request took the same
 /// (person, proxy number) meanwhile; the whole attempt is then retried with fresh data.
+///
+/// One attempt is one transaction of four statements (locks; what is known of the people and the
+/// reference; candidates; the insert) and the load counters of the chosen numbers move in
+/// `ledger`, which a background task writes to the database in batches.
 #[tracing::instrument(skip_all, fields(reference = request.reference.as_deref()))]
 pub async fn create(
     pool: &PgPool,
+    ledger: &LoadLedger,
     request: &NewPairing,
     policy: &AllocationPolicy,
 ) -> Result<CreateOutcome, CreatePairingError> {
     for attempt in 0..MAX_ATTEMPTS {
-        if let Some(reference) = &request.reference
-            && let Some(existing) = find_active_by_reference(pool, reference).await?
-        {
-            let same = request
-                .is_same_request_as(&existing.participants.clone().map(|p| (p.number, p.label)));
-            return if same {
-                Ok(CreateOutcome::Existing(existing))
-            } else {
-                Err(CreatePairingError::ReferenceConflict(Box::new(existing)))
-            };
-        }
-        match try_create(pool, request, policy).await {
-            Ok(pairing) => {
+        match try_create(pool, ledger, request, policy).await {
+            Ok(Made::Created(pairing)) => {
                 metrics::counter!("pairings_created_total").increment(1);
-                adjust_load(pool, &pairing.participants, 1).await;
-                return Ok(CreateOutcome::Created(pairing));
+                return Ok(CreateOutcome::Created(*pairing));
+            }
+            Ok(Made::ReferenceTaken(id)) => {
+                // Read after the attempt's transaction ended; if the pairing ended meanwhile, the
+                // next attempt finds the reference free.
+                let Some(existing) = get(pool, id).await? else {
+                    continue;
+                };
+                if existing.status() != PairingStatus::Active {
+                    continue;
+                }
+                let same = request.is_same_request_as(
+                    &existing.participants.clone().map(|p| (p.number, p.label)),
+                );
+                return if same {
+                    Ok(CreateOutcome::Existing(existing))
+                } else {
+                    Err(CreatePairingError::ReferenceConflict(Box::new(existing)))
+                };
             }
             Err(Attempt::LostRace) => {
                 tracing::debug!(attempt, "lost an allocation race; retrying");
@@ -174,6 +190,13 @@ pub async fn create(
         }
     }
     Err(CreatePairingError::Contention)
+}
+
+/// What one attempt came to, short of an error.
+enum Made {
+    Created(Box<Pairing>),
+    /// An active pairing has this reference already: nothing was allocated.
+    ReferenceTaken(PairingId),
 }
 
 enum Attempt {
@@ -208,291 +231,427 @@ impl From<CreatePairingError> for Attempt {
     }
 }
 
+/// Takes the advisory locks of a create in one statement, in one global order: the reference
+/// first, then the people by their lock key. Requests for the same people (or the same
+/// reference) thus take turns: each then reads what the one before it committed, instead of both
+/// choosing from the same snapshot and one losing at the constraint. The locks end with the
+/// transaction; the unique indexes stay the last word. (The trigger
+/// `participants_not_pool_number` takes the same per-person locks again, which costs nothing.)
+const LOCK_STATEMENT: &str = "SELECT pg_advisory_xact_lock(k)
+   FROM (SELECT hashtextextended('reference:' || $2, 0) AS k, 0 AS o WHERE $2::text IS NOT NULL
+         UNION ALL
+         SELECT hashtextextended('number:' || n, 0), 1 FROM unnest($1::text[]) AS n) AS keys
+  ORDER BY o, k";
+
+/// After the locks, in one statement: releases these people's (and this reference's) pairings
+/// that have expired, so that their routes may be given again (the unique indexes only cover
+/// pairings not yet released; two index lookups joined by UNION ALL, as an OR made Postgres scan
+/// every pairing); and reads everything allocation needs to know:
+/// - `pool`: which of the participants' numbers and the explicitly asked proxy numbers are pool
+///   numbers, and their state;
+/// - `reference`: the active pairing that has this reference already, if any;
+/// - `history`: each person's pairings that are active or ended within the cool-off;
+/// - `sticky`: each person's proxy number in their latest pairing with the other one, with the
+///   pool's word on it.
+///
+/// The release is not visible to the reads of the same statement; none of them depends on it
+/// (they judge by `active_during`), and the insert, a later statement, sees it.
+///
+/// $1 the two people, $2 the reference, $3 the cool-off in seconds, $4 the explicit proxy
+/// numbers, $5 the two people in the other order.
+const STATE_STATEMENT: &str = "WITH released AS (
+    UPDATE pairings SET released = true
+     WHERE NOT released AND expires_at <= now()
+       AND id IN (SELECT pairing_id FROM participants
+                   WHERE number = ANY($1) AND NOT released
+                  UNION ALL
+                  SELECT id FROM pairings WHERE reference = $2 AND NOT released)
+    RETURNING id
+)
+SELECT 'pool' AS kind, NULL::text AS person, number, NULL::text AS other,
+       NULL::boolean AS active, state, reserved, country
+  FROM pool_numbers WHERE number = ANY($1::text[] || $4::text[])
+UNION ALL
+SELECT 'reference', NULL, id::text, NULL, NULL, NULL, NULL, NULL
+  FROM pairings WHERE reference = $2 AND NOT released AND active_during @> now()
+UNION ALL
+SELECT 'history', me.n, h.proxy_number, h.counterpart_number, upper(h.active_during) > now(),
+       NULL, NULL, NULL
+  FROM unnest($1::text[]) AS me (n)
+ CROSS JOIN LATERAL (SELECT proxy_number, counterpart_number, active_during FROM participants
+                      WHERE number = me.n
+                        AND upper(active_during) > now() - make_interval(secs => $3)) h
+UNION ALL
+SELECT 'sticky', x.me, s.proxy_number, x.other, NULL, n.state, n.reserved, n.country
+  FROM unnest($1::text[], $5::text[]) AS x (me, other)
+ CROSS JOIN LATERAL (SELECT proxy_number FROM participants
+                      WHERE number = x.me AND counterpart_number = x.other
+                        AND upper(active_during) IS NOT NULL
+                      ORDER BY upper(active_during) DESC LIMIT 1) s
+  LEFT JOIN pool_numbers n ON n.number = s.proxy_number";
+
+/// The pairing and both participants in one statement; returns what the response needs.
+/// $1 id, $2 reference, $3 TTL in seconds, then participant 0's number, label and proxy number
+/// ($4, $5, $6) and participant 1's ($7, $8, $9).
+const INSERT_STATEMENT: &str = "WITH p AS (
+    INSERT INTO pairings (id, reference, expires_at)
+    VALUES ($1, $2, now() + make_interval(secs => $3))
+    RETURNING id, reference, created_at, expires_at, closed_at
+), x AS (
+    INSERT INTO participants
+        (pairing_id, position, number, label, proxy_number, counterpart_number, counterpart_proxy)
+    SELECT p.id, v.position, v.number, v.label, v.proxy, v.counterpart, v.counterpart_proxy
+      FROM p, (VALUES (0::smallint, $4::text, $5::text, $6::text, $7::text, $9::text),
+                      (1::smallint, $7::text, $8::text, $9::text, $4::text, $6::text))
+              AS v (position, number, label, proxy, counterpart, counterpart_proxy)
+)
+SELECT p.id, p.reference, p.created_at, p.expires_at, p.closed_at, now() AS read_at,
+       $4::text AS a_number, $5::text AS a_label, $6::text AS a_proxy,
+       $7::text AS b_number, $8::text AS b_label, $9::text AS b_proxy
+  FROM p";
+
+#[derive(sqlx::FromRow)]
+struct StateRow {
+    kind: String,
+    person: Option<String>,
+    number: Option<String>,
+    other: Option<String>,
+    active: Option<bool>,
+    state: Option<String>,
+    reserved: Option<bool>,
+    country: Option<String>,
+}
+
+impl StateRow {
+    fn pool_state(&self) -> Option<PoolNumberState> {
+        Some(PoolNumberState {
+            active: self.state.as_deref()? == "active",
+            reserved: self.reserved?,
+            country: CountryCode::parse(self.country.as_deref()?)?,
+        })
+    }
+}
+
+/// What the state statement told us about one participant.
+#[derive(Default)]
+struct Known {
+    history: PersonHistory,
+    /// The pool's word on `history.sticky`.
+    sticky_state: Option<PoolNumberState>,
+}
+
+/// How one participant's proxy number is being chosen.
+enum Choice {
+    Decided(PhoneNumber),
+    /// Run `plan.searches` from `next` on.
+    Searching {
+        plan: Plan,
+        next: usize,
+    },
+}
+
 async fn try_create(
     pool: &PgPool,
+    ledger: &LoadLedger,
     request: &NewPairing,
     policy: &AllocationPolicy,
-) -> Result<Pairing, Attempt> {
-    let mut tx = pool.begin().await?;
-    let numbers: Vec<&str> = request
+) -> Result<Made, Attempt> {
+    let [a, b] = &request.participants;
+    let numbers = [a.number.expose(), b.number.expose()];
+    let others = [b.number.expose(), a.number.expose()];
+    let explicit: Vec<&str> = request
         .participants
         .iter()
-        .map(|p| p.number.expose())
+        .filter_map(|p| p.proxy_number.as_ref().map(PhoneNumber::expose))
         .collect();
-    // Requests for the same people (or the same reference) take turns: each then reads what the
-    // one before it committed, instead of both choosing from the same snapshot and one losing at
-    // the constraint. The locks are per person, taken in one global order, and end with the
-    // transaction. The constraints stay the last word.
-    if let Some(reference) = &request.reference {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('reference:' || $1, 0))")
-            .bind(reference)
-            .execute(&mut *tx)
-            .await?;
+    let reference = request.reference.as_deref();
+
+    let mut tx = pool.begin().await?;
+    sqlx::query(LOCK_STATEMENT)
+        .bind(&numbers[..])
+        .bind(reference)
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<StateRow> = sqlx::query_as(STATE_STATEMENT)
+        .bind(&numbers[..])
+        .bind(reference)
+        .bind(policy.cool_off.num_seconds() as f64)
+        .bind(&explicit)
+        .bind(&others[..])
+        .fetch_all(&mut *tx)
+        .await?;
+
+    let mut pool_states: HashMap<&str, PoolNumberState> = HashMap::new();
+    let mut known: [Known; 2] = Default::default();
+    for row in &rows {
+        let position = row
+            .person
+            .as_deref()
+            .and_then(|p| numbers.iter().position(|n| *n == p));
+        match (row.kind.as_str(), row.number.as_deref(), position) {
+            ("reference", Some(id), _) => {
+                let id = Uuid::parse_str(id).map_err(|e| sqlx::Error::Decode(e.into()))?;
+                return Ok(Made::ReferenceTaken(PairingId::from_uuid(id)));
+            }
+            ("pool", Some(number), _) => {
+                if let Some(state) = row.pool_state() {
+                    pool_states.insert(number, state);
+                }
+            }
+            ("history", Some(proxy), Some(i)) => {
+                let proxy = PhoneNumber::from_trusted_digits(proxy.to_owned());
+                if row.active == Some(true) {
+                    known[i].history.held.insert(proxy);
+                } else if row.other.as_deref() != Some(others[i]) {
+                    known[i].history.cooling.insert(proxy);
+                }
+            }
+            ("sticky", Some(proxy), Some(i)) => {
+                known[i].history.sticky = Some(PhoneNumber::from_trusted_digits(proxy.to_owned()));
+                known[i].sticky_state = row.pool_state();
+            }
+            _ => {}
+        }
     }
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(k)
-           FROM (SELECT hashtextextended('number:' || n, 0) AS k
-                   FROM unnest($1::text[]) AS n ORDER BY 1) AS keys",
-    )
-    .bind(&numbers)
-    .execute(&mut *tx)
-    .await?;
-    // Release these people's (and this reference's) pairings that have expired, so that their
-    // routes may be given again: the unique indexes only cover pairings not yet released. (Two
-    // index lookups joined by UNION ALL: an OR here made Postgres scan every pairing.)
-    sqlx::query(
-        "UPDATE pairings SET released = true
-          WHERE NOT released AND expires_at <= now()
-            AND id IN (SELECT pairing_id FROM participants
-                        WHERE number = ANY($1) AND NOT released
-                       UNION ALL
-                       SELECT id FROM pairings WHERE reference = $2 AND NOT released)",
-    )
-    .bind(&numbers)
-    .bind(request.reference.as_deref())
-    .execute(&mut *tx)
-    .await?;
-    let in_pool: Vec<String> =
-        sqlx::query_scalar("SELECT number FROM pool_numbers WHERE number = ANY($1)")
-            .bind(&numbers)
-            .fetch_all(&mut *tx)
-            .await?;
-    if let Some(position) = numbers.iter().position(|n| in_pool.iter().any(|p| p == n)) {
+    if let Some(position) = numbers.iter().position(|n| pool_states.contains_key(n)) {
         return Err(CreatePairingError::ParticipantIsPoolNumber { position }.into());
     }
 
-    let seed = Uuid::new_v4().as_u64_pair().0;
-    let [a, b] = &request.participants;
-    let proxy_a = choose_proxy(&mut tx, policy, 0, a, b, None, seed).await?;
-    let proxy_b = choose_proxy(
-        &mut tx,
-        policy,
-        1,
-        b,
-        a,
-        Some(&proxy_a),
-        seed.rotate_left(17),
-    )
-    .await?;
+    // Every number chosen below is counted in the ledger at once (so that concurrent creates of
+    // this process spread over other numbers); if the attempt fails, the guard takes it back.
+    let mut reserved = Reservation::new(ledger);
+    let mut choices: Vec<Choice> = Vec::with_capacity(2);
+    for (i, me) in request.participants.iter().enumerate() {
+        let history = &known[i].history;
+        if let Some(wanted) = &me.proxy_number {
+            match pool_states.get(wanted.expose()) {
+                None => return Err(CreatePairingError::ProxyNotInPool { position: i }.into()),
+                Some(state) if state.active && !history.held.contains(wanted) => {
+                    choices.push(Choice::Decided(wanted.clone()));
+                }
+                Some(_) => return Err(CreatePairingError::ProxyUnavailable { position: i }.into()),
+            }
+            continue;
+        }
+        let plan = policy.plan(me.number.country().as_ref(), history);
+        let sticky_ok = known[i]
+            .sticky_state
+            .as_ref()
+            .is_some_and(|s| plan.accepts_preferred(s));
+        match &plan.preferred {
+            Some(preferred) if sticky_ok => choices.push(Choice::Decided(preferred.clone())),
+            _ => choices.push(Choice::Searching { plan, next: 0 }),
+        }
+    }
+    for choice in &choices {
+        if let Choice::Decided(n) = choice {
+            reserved.add(n.expose(), None);
+        }
+    }
+
+    // The first search of each participant that needs one, both in one statement.
+    let first: Vec<(usize, &Search)> = choices
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Choice::Searching { plan, .. } => plan.searches.first().map(|s| (i, s)),
+            Choice::Decided(_) => None,
+        })
+        .collect();
+    let mut found: [Vec<Candidate>; 2] = Default::default();
+    if !first.is_empty() {
+        let lists = find_candidates(&mut tx, ledger, &first).await?;
+        for ((i, _), list) in first.iter().zip(lists) {
+            found[*i] = list;
+        }
+    }
+
+    let seeds = {
+        let seed = Uuid::new_v4().as_u64_pair().0;
+        [seed, seed.rotate_left(17)]
+    };
+    let mut proxies: Vec<PhoneNumber> = Vec::with_capacity(2);
+    for (i, choice) in choices.into_iter().enumerate() {
+        let (plan, mut next) = match choice {
+            Choice::Decided(n) => {
+                proxies.push(n);
+                continue;
+            }
+            Choice::Searching { plan, next } => (plan, next),
+        };
+        let mut candidates = std::mem::take(&mut found[i]);
+        let chosen = loop {
+            let country = plan.searches.get(next).and_then(|s| s.country.as_ref());
+            if let Some(n) = reserved.pick(&mut candidates, seeds[i], country) {
+                break Some(n);
+            }
+            next += 1;
+            let Some(search) = plan.searches.get(next) else {
+                break None;
+            };
+            candidates = find_candidates(&mut tx, ledger, &[(i, search)])
+                .await?
+                .pop()
+                .unwrap_or_default();
+        };
+        match chosen {
+            Some(n) => proxies.push(n),
+            None => {
+                let me = &request.participants[i];
+                return Err(CreatePairingError::PoolExhausted {
+                    position: i,
+                    participant: me.number.clone(),
+                    country: plan.country.or_else(|| me.number.country()),
+                }
+                .into());
+            }
+        }
+    }
 
     let id = PairingId::new();
-    sqlx::query(
-        "INSERT INTO pairings (id, reference, expires_at)
-         VALUES ($1, $2, now() + make_interval(secs => $3))",
-    )
-    .bind(id.as_uuid())
-    .bind(request.reference.as_deref())
-    .bind(request.ttl.num_seconds() as f64)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO participants
-             (pairing_id, position, number, label, proxy_number, counterpart_number, counterpart_proxy)
-         VALUES ($1, 0, $2, $3, $4, $5, $6), ($1, 1, $5, $7, $6, $2, $4)",
-    )
-    .bind(id.as_uuid())
-    .bind(a.number.expose())
-    .bind(a.label.as_deref())
-    .bind(proxy_a.expose())
-    .bind(b.number.expose())
-    .bind(proxy_b.expose())
-    .bind(b.label.as_deref())
-    .execute(&mut *tx)
-    .await?;
-    let row: PairingRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_PAIRING} WHERE p.id = $1"
-    )))
-    .bind(id.as_uuid())
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(row.into())
-}
-
-/// Chooses the proxy number for `me`, paired with `other`.
-async fn choose_proxy(
-    tx: &mut Transaction<'_, Postgres>,
-    policy: &AllocationPolicy,
-    position: usize,
-    me: &ParticipantRequest,
-    other: &ParticipantRequest,
-    chosen_for_other: Option<&PhoneNumber>,
-    seed: u64,
-) -> Result<PhoneNumber, Attempt> {
-    if let Some(explicit) = &me.proxy_number {
-        return check_explicit_proxy(tx, position, me, explicit).await;
-    }
-    let history = person_history(tx, &me.number, &other.number, policy.cool_off).await?;
-    let country = me.number.country();
-    let plan = policy.plan(country.as_ref(), &history);
-    if let Some(preferred) = &plan.preferred {
-        let usable: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pool_numbers
-                             WHERE number = $1 AND state = 'active' AND NOT reserved
-                               AND ($2::text IS NULL OR country = $2))",
-        )
-        .bind(preferred.expose())
-        .bind(plan.country.as_ref().map(CountryCode::as_str))
-        .fetch_one(&mut **tx)
+    let row: PairingRow = sqlx::query_as(INSERT_STATEMENT)
+        .bind(id.as_uuid())
+        .bind(reference)
+        .bind(request.ttl.num_seconds() as f64)
+        .bind(a.number.expose())
+        .bind(a.label.as_deref())
+        .bind(proxies[0].expose())
+        .bind(b.number.expose())
+        .bind(b.label.as_deref())
+        .bind(proxies[1].expose())
+        .fetch_one(&mut *tx)
         .await?;
-        if usable {
-            return Ok(preferred.clone());
-        }
-    }
-    for search in &plan.searches {
-        let mut candidates = find_candidates(tx, search).await?;
-        // The number just chosen for the other participant carries one more pairing than its
-        // counter says.
-        for c in &mut candidates {
-            if Some(&c.number) == chosen_for_other {
-                c.load += 1;
-            }
-        }
-        if let Some(chosen) = allocation::pick(&candidates, seed) {
-            return Ok(chosen.number.clone());
-        }
-    }
-    Err(CreatePairingError::PoolExhausted {
-        position,
-        participant: me.number.clone(),
-        country: plan.country.or(country),
-    }
-    .into())
+    tx.commit().await?;
+    reserved.keep();
+    Ok(Made::Created(Box::new(row.into())))
 }
 
-async fn check_explicit_proxy(
-    tx: &mut Transaction<'_, Postgres>,
-    position: usize,
-    me: &ParticipantRequest,
-    explicit: &PhoneNumber,
-) -> Result<PhoneNumber, Attempt> {
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM pool_numbers WHERE number = $1")
-            .bind(explicit.expose())
-            .fetch_optional(&mut **tx)
-            .await?;
-    match state.as_deref() {
-        None => Err(CreatePairingError::ProxyNotInPool { position }.into()),
-        Some("active") => {
-            let held: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM participants
-                                 WHERE number = $1 AND proxy_number = $2
-                                   AND upper(active_during) > now())",
-            )
-            .bind(me.number.expose())
-            .bind(explicit.expose())
-            .fetch_one(&mut **tx)
-            .await?;
-            if held {
-                Err(CreatePairingError::ProxyUnavailable { position }.into())
-            } else {
-                Ok(explicit.clone())
-            }
+/// The numbers one create attempt counted in the ledger; taken back unless [`Self::keep`] is
+/// called (the attempt failed, or lost a race and is retried).
+struct Reservation<'a> {
+    ledger: &'a LoadLedger,
+    numbers: Vec<String>,
+}
+
+impl<'a> Reservation<'a> {
+    fn new(ledger: &'a LoadLedger) -> Self {
+        Self {
+            ledger,
+            numbers: Vec::with_capacity(2),
         }
-        Some(_) => Err(CreatePairingError::ProxyUnavailable { position }.into()),
+    }
+
+    fn add(&mut self, number: &str, country: Option<&CountryCode>) {
+        self.ledger.add(number, 1, country);
+        self.numbers.push(number.to_owned());
+    }
+
+    /// Picks among `candidates` by their loads as this process knows them (the database's
+    /// counter and what is not written yet), and counts the one picked.
+    fn pick(
+        &mut self,
+        candidates: &mut [Candidate],
+        seed: u64,
+        country: Option<&CountryCode>,
+    ) -> Option<PhoneNumber> {
+        let chosen = self.ledger.pick(candidates, seed, country)?;
+        self.numbers.push(chosen.expose().to_owned());
+        Some(chosen)
+    }
+
+    fn keep(mut self) {
+        self.numbers.clear();
     }
 }
 
-/// What allocation needs to know of a person: numbers held now, numbers cooling off after a
-/// pairing with someone else, and the number last used with `counterpart`.
-async fn person_history(
-    tx: &mut Transaction<'_, Postgres>,
-    person: &PhoneNumber,
-    counterpart: &PhoneNumber,
-    cool_off: Duration,
-) -> Result<PersonHistory, sqlx::Error> {
-    let rows: Vec<(String, String, bool)> = sqlx::query_as(
-        "SELECT proxy_number, counterpart_number, upper(active_during) > now()
-           FROM participants
-          WHERE number = $1 AND upper(active_during) > now() - make_interval(secs => $2)",
-    )
-    .bind(person.expose())
-    .bind(cool_off.num_seconds() as f64)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut history = PersonHistory::default();
-    for (proxy, with, active) in rows {
-        let proxy = PhoneNumber::from_trusted_digits(proxy);
-        if active {
-            history.held.insert(proxy);
-        } else if with != counterpart.expose() {
-            history.cooling.insert(proxy);
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        for n in &self.numbers {
+            self.ledger.add(n, -1, None);
         }
     }
-    history.sticky = sqlx::query_scalar(
-        "SELECT proxy_number FROM participants
-          WHERE number = $1 AND counterpart_number = $2 AND upper(active_during) IS NOT NULL
-          ORDER BY upper(active_during) DESC LIMIT 1",
-    )
-    .bind(person.expose())
-    .bind(counterpart.expose())
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(PhoneNumber::from_trusted_digits);
-    Ok(history)
 }
 
+/// Runs searches (each: free numbers of a country, or of any, none of those excluded, from the
+/// lowest load bucket up) in one statement, a UNION ALL of index searches; returns the candidates
+/// per search, with their counters. The index orders by `load_bucket` (`active_load / 8`, see
+/// migration V6), so the pick among them by real load keeps numbers within a bucket's width of
+/// each other. Each search reads as many more numbers as this process has unwritten load on in
+/// its country, so that the least loaded numbers once those are counted are among them.
 async fn find_candidates(
     tx: &mut Transaction<'_, Postgres>,
-    search: &Search,
-) -> Result<Vec<Candidate>, sqlx::Error> {
-    let exclude: Vec<&str> = search.exclude.iter().map(PhoneNumber::expose).collect();
-    // Two statements rather than one with `$1 IS NULL OR ...`, so each uses its partial index.
-    let rows: Vec<(String, i64)> = match &search.country {
-        Some(country) => {
-            sqlx::query_as(
-                "SELECT number, active_load FROM pool_numbers
-              WHERE state = 'active' AND NOT reserved AND country = $1 AND number <> ALL($2)
-              ORDER BY active_load, number LIMIT $3",
-            )
-            .bind(country.as_str())
-            .bind(&exclude)
-            .bind(CANDIDATES_PER_SEARCH)
-            .fetch_all(&mut **tx)
-            .await?
+    ledger: &LoadLedger,
+    searches: &[(usize, &Search)],
+) -> Result<Vec<Vec<Candidate>>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new("");
+    for (k, (_, search)) in searches.iter().enumerate() {
+        if k > 0 {
+            q.push(" UNION ALL ");
         }
-        None => {
-            sqlx::query_as(
-                "SELECT number, active_load FROM pool_numbers
-              WHERE state = 'active' AND NOT reserved AND number <> ALL($1)
-              ORDER BY active_load, number LIMIT $2",
-            )
-            .bind(&exclude)
-            .bind(CANDIDATES_PER_SEARCH)
-            .fetch_all(&mut **tx)
-            .await?
-        }
-    };
-    Ok(rows
-        .into_iter()
-        .map(|(number, load)| Candidate {
-            number: PhoneNumber::from_trusted_digits(number),
-            load,
-        })
-        .collect())
-}
-
-/// Moves the load counters of the pairing's proxy numbers, one short statement per number so
-/// that no transaction holds two counter rows at once. The counters only steer the spread of
-/// new pairings; a failure here is logged and repaired by the sweeper's recount.
-async fn adjust_load(pool: &PgPool, participants: &[Participant; 2], delta: i64) {
-    let mut numbers: Vec<&str> = participants
-        .iter()
-        .map(|p| p.proxy_number.expose())
-        .collect();
-    numbers.sort_unstable();
-    for number in numbers {
-        if let Err(e) = sqlx::query(
-            "UPDATE pool_numbers SET active_load = GREATEST(active_load + $2, 0) WHERE number = $1",
-        )
-        .bind(number)
-        .bind(delta)
-        .execute(pool)
-        .await
-        {
-            tracing::warn!(error = %e, "could not update a pool number's load counter");
+        let exclude: Vec<String> = search
+            .exclude
+            .iter()
+            .map(|n| n.expose().to_owned())
+            .collect();
+        let limit = CANDIDATES_PER_SEARCH
+            + ledger
+                .pending_in(search.country.as_ref())
+                .min(MAX_EXTRA_CANDIDATES) as i64;
+        match &search.country {
+            Some(country) => {
+                q.push(format_args!(
+                    "(SELECT {k}::int AS k, number, active_load FROM pool_numbers
+                       WHERE state = 'active' AND NOT reserved AND country = "
+                ))
+                .push_bind(country.as_str().to_owned())
+                .push(" AND number <> ALL(")
+                .push_bind(exclude)
+                .push(") ORDER BY load_bucket, number LIMIT ")
+                .push_bind(limit)
+                .push(")");
+            }
+            // Any country: the same index search in each country (found by skipping through the
+            // country index, one probe per country), merged. There is no index over all
+            // countries: with one, Postgres took it for the searches of one country too,
+            // filtering out every number of the others on the way.
+            None => {
+                q.push(format_args!(
+                    "(SELECT {k}::int AS k, f.number, f.active_load FROM (
+                       WITH RECURSIVE countries (country) AS (
+                           (SELECT country FROM pool_numbers WHERE state = 'active' AND NOT reserved
+                             ORDER BY country LIMIT 1)
+                           UNION ALL
+                           SELECT (SELECT p.country FROM pool_numbers p
+                                    WHERE p.state = 'active' AND NOT p.reserved
+                                      AND p.country > c.country
+                                    ORDER BY p.country LIMIT 1)
+                             FROM countries c WHERE c.country IS NOT NULL)
+                       SELECT x.number, x.active_load, x.load_bucket FROM countries c
+                        CROSS JOIN LATERAL (
+                            SELECT number, active_load, load_bucket FROM pool_numbers
+                             WHERE state = 'active' AND NOT reserved AND country = c.country
+                               AND number <> ALL("
+                ))
+                .push_bind(exclude)
+                .push(") ORDER BY load_bucket, number LIMIT ")
+                .push_bind(limit)
+                .push(") x ORDER BY x.load_bucket, x.number LIMIT ")
+                .push_bind(limit)
+                .push(") f)");
+            }
         }
     }
+    let rows: Vec<(i32, String, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
+    let mut lists: Vec<Vec<Candidate>> = vec![Vec::new(); searches.len()];
+    for (k, number, load) in rows {
+        if let Some(list) = usize::try_from(k).ok().and_then(|k| lists.get_mut(k)) {
+            list.push(Candidate {
+                number: PhoneNumber::from_trusted_digits(number),
+                load,
+            });
+        }
+    }
+    Ok(lists)
 }
 
 async fn record_exhaustion(pool: &PgPool, country: Option<&CountryCode>) {
@@ -503,19 +662,6 @@ async fn record_exhaustion(pool: &PgPool, country: Option<&CountryCode>) {
     {
         tracing::warn!(error = %e, "could not record an exhaustion refusal");
     }
-}
-
-async fn find_active_by_reference(
-    pool: &PgPool,
-    reference: &str,
-) -> Result<Option<Pairing>, sqlx::Error> {
-    let row: Option<PairingRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_PAIRING} WHERE p.reference = $1 AND NOT p.released AND p.active_during @> now()"
-    )))
-    .bind(reference)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(Into::into))
 }
 
 #[tracing::instrument(skip_all, fields(pairing_id = %id))]
@@ -579,9 +725,14 @@ pub async fn list(
 }
 
 /// Closes a pairing: it stops routing at once. Closing a pairing that is already closed or
-/// expired changes nothing. `None` if there is no such pairing.
+/// expired changes nothing. `None` if there is no such pairing. The load comes off its numbers
+/// through `ledger`.
 #[tracing::instrument(skip_all, fields(pairing_id = %id))]
-pub async fn close(pool: &PgPool, id: PairingId) -> Result<Option<Pairing>, sqlx::Error> {
+pub async fn close(
+    pool: &PgPool,
+    ledger: &LoadLedger,
+    id: PairingId,
+) -> Result<Option<Pairing>, sqlx::Error> {
     let closed_now: Option<Uuid> = sqlx::query_scalar(
         "UPDATE pairings
             SET closed_at = GREATEST(now(), created_at), load_released = true
@@ -594,7 +745,9 @@ pub async fn close(pool: &PgPool, id: PairingId) -> Result<Option<Pairing>, sqlx
     let pairing = get(pool, id).await?;
     if let (Some(_), Some(p)) = (closed_now, &pairing) {
         metrics::counter!("pairings_closed_total").increment(1);
-        adjust_load(pool, &p.participants, -1).await;
+        for participant in &p.participants {
+            ledger.add(participant.proxy_number.expose(), -1, None);
+        }
     }
     Ok(pairing)
 }

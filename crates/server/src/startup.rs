@@ -12,6 +12,7 @@ use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 use voice_proxy_http::telemetry::{MaskedRootSpan, echo_request_id};
 use voice_proxy_http::{Shared, configure};
+use voice_proxy_persistence::numbers::LoadLedger;
 use voice_proxy_persistence::recorder::{self, Recorder};
 use voice_proxy_persistence::retention::{self, PurgeReport};
 use voice_proxy_persistence::routes::RouteMirror;
@@ -25,6 +26,7 @@ pub struct Application {
     pool: PgPool,
     recorder: Recorder,
     mirror: Arc<RouteMirror>,
+    ledger: Arc<LoadLedger>,
     settings: Settings,
 }
 
@@ -48,7 +50,13 @@ impl Application {
 
         let recorder = Recorder::start(pool.clone(), &settings.spool_dir)?;
         let mirror = Arc::new(RouteMirror::new(settings.route_mirror_lease));
-        let shared = Shared::new(settings.http.clone(), recorder.clone(), mirror.clone());
+        let ledger = Arc::new(LoadLedger::new());
+        let shared = Shared::new(
+            settings.http.clone(),
+            recorder.clone(),
+            mirror.clone(),
+            ledger.clone(),
+        );
         if !shared.verifier.enabled() {
             tracing::warn!(
                 "VONAGE_SIGNATURE_SECRET is not set: the answer and event webhooks are NOT \
@@ -80,6 +88,7 @@ impl Application {
             pool,
             recorder,
             mirror,
+            ledger,
             settings,
         })
     }
@@ -106,6 +115,13 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let spool = self.recorder.spool().clone();
         let routes_changed = Arc::new(Notify::new());
+        let (stop_flushing, stop) = tokio::sync::watch::channel(false);
+        let flusher = tokio::spawn(flush_load_forever(
+            self.ledger.clone(),
+            self.pool.clone(),
+            LOAD_FLUSH_INTERVAL,
+            stop,
+        ));
         let tasks = [
             tokio::spawn(listen_for_changes(
                 self.pool.clone(),
@@ -137,6 +153,12 @@ impl Application {
         }
         if let Err(e) = self.mirror.leave(&self.pool).await {
             tracing::debug!(error = %e, "could not take this instance out of route_mirrors");
+        }
+        // The flusher is stopped, not aborted: aborted in the middle of its statement, it could
+        // not know whether the statement committed. Its last flush writes what is left.
+        let _ = stop_flushing.send(true);
+        if let Err(e) = flusher.await {
+            tracing::warn!(error = %e, "the load counter flusher failed");
         }
         drop(self.recorder);
         if spool.depth() > 0 {
@@ -231,6 +253,34 @@ async fn purge_forever(pool: PgPool, retention: RetentionSettings) {
             ),
             Err(e) => tracing::warn!(error = %e, "retention purge failed; will retry"),
         }
+    }
+}
+
+/// How often the load counter changes of this process are written to the database.
+const LOAD_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Writes the pool numbers' load counter changes every `every`, and once more when `stop` says
+/// so. Housekeeping: the counters only steer the spread of new pairings.
+async fn flush_load_forever(
+    ledger: Arc<LoadLedger>,
+    pool: PgPool,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(e) = ledger.flush(&pool).await {
+                    tracing::debug!(error = %e, "load counter flush failed; will retry");
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    if let Err(e) = ledger.flush(&pool).await {
+        tracing::warn!(error = %e, "could not write the last load counter changes");
     }
 }
 

@@ -279,6 +279,45 @@ async fn new_pairings_spread_over_the_least_loaded_numbers() {
     );
 }
 
+/// The load counters are written in batches, off the create path; they reach the database soon
+/// after, creates and closes alike, and match the active pairings.
+#[tokio::test]
+async fn load_counters_reach_the_database_after_creates_and_closes() {
+    let app = spawn_app().await;
+    app.add_numbers(&US).await;
+    let mut made = Vec::new();
+    for i in 0..6 {
+        made.push(
+            app.pair(
+                &format!("1646555{:04}", 1000 + 2 * i),
+                &format!("1646555{:04}", 1001 + 2 * i),
+            )
+            .await,
+        );
+    }
+    close(&app, &made[0]).await;
+    close(&app, &made[3]).await;
+    const MISMATCHED: &str = "SELECT count(*) FROM pool_numbers n
+        LEFT JOIN (SELECT proxy_number, count(*) AS c FROM participants
+                    WHERE active_during @> now() GROUP BY proxy_number) a
+               ON a.proxy_number = n.number
+        WHERE n.active_load <> coalesce(a.c, 0)";
+    const TOTAL: &str = "SELECT coalesce(sum(active_load), 0)::bigint FROM pool_numbers";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if app.count(MISMATCHED).await == 0 && app.count(TOTAL).await == 8 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load counters did not reach the database: {} numbers off, {} in total",
+            app.count(MISMATCHED).await,
+            app.count(TOTAL).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_pairings_expiry_can_change_until_it_ends() {
     let app = spawn_app().await;
