@@ -156,14 +156,17 @@ async fn spool_first(spool: &Arc<Spool>, batch: Vec<Job>) {
         return;
     }
     let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
-    let appended = {
-        let spool = spool.clone();
-        tokio::task::spawn_blocking(move || spool.append(&records))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-    };
+    let appended = append_off_runtime(spool, records).await;
     acknowledge(batch, appended.map(|()| Stored::Spooled));
     spool.wake_drainer();
+}
+
+/// Appends to the spool on a blocking thread (the append waits for an fsync).
+async fn append_off_runtime(spool: &Arc<Spool>, records: Vec<Record>) -> std::io::Result<()> {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || spool.append(&records))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 fn acknowledge(batch: Vec<Job>, outcome: std::io::Result<Stored>) {
@@ -204,10 +207,7 @@ async fn write_events(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
                 tracing::warn!(error = %db_error, records = records.len(), "database write failed; spooling");
             }
             spool.mark_database_down();
-            let spool = spool.clone();
-            let appended = tokio::task::spawn_blocking(move || spool.append(&records))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let appended = append_off_runtime(spool, records).await;
             acknowledge(batch, appended.map(|()| Stored::Spooled));
         }
     }
