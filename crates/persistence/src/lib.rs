@@ -35,8 +35,12 @@ impl Default for PoolSettings {
 }
 
 /// Builds a pool that connects lazily, so the service starts (and answers) while the database is
-/// still coming up.
+/// still coming up. Its sessions run with JIT compilation off: every statement here is a short
+/// lookup or write, and Postgres compiles a plan whose estimated cost passes `jit_above_cost`,
+/// which it does for lookups on tables it has no statistics of, costing tens of milliseconds
+/// per statement.
 pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPool {
+    let options = options.options([("jit", "off")]);
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)

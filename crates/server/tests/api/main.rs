@@ -12,6 +12,7 @@ mod openapi;
 mod pairings;
 mod privacy;
 mod private_pg;
+mod recorder_plans;
 mod resilience;
 mod retention;
 mod signatures;
