@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -507,14 +507,66 @@ struct SpoolState {
     sealed: HashMap<PathBuf, Vec<Record>>,
     /// Records held in `current` and `sealed` copies together.
     cached: usize,
+    /// Appends so far (numbers them, for [`SegmentFile::sync_through`]).
+    appends: u64,
+}
+
+impl SpoolState {
+    /// Stops appending to the current segment; its copy, if any, waits for the drainer.
+    fn seal_current(&mut self) {
+        if let Some(Segment {
+            path,
+            records: Some(records),
+            ..
+        }) = self.current.take()
+        {
+            self.sealed.insert(path, records);
+        }
+    }
 }
 
 struct Segment {
     path: PathBuf,
-    file: File,
+    file: Arc<SegmentFile>,
     /// A copy of what was appended, unless there was no room for it (then the drainer reads
     /// the file).
     records: Option<Vec<Record>>,
+}
+
+/// A segment's file and how far it is durable. Appends write under the spool's lock and fsync
+/// outside it, so that one fsync makes durable every append written before it began: appends
+/// that arrive while an fsync is running share the next one instead of queueing one each.
+struct SegmentFile {
+    file: File,
+    /// The number of the last append written to this file.
+    written: AtomicU64,
+    /// The number of the last append known to be on disk; held while fsyncing.
+    synced: Mutex<u64>,
+    /// An fsync failed: what was written may be lost, and a later fsync succeeding would not
+    /// say otherwise (Linux drops the failed pages), so nothing more is acknowledged from it.
+    broken: AtomicBool,
+}
+
+impl SegmentFile {
+    /// Returns once append number `n` (written to this file) is on disk.
+    fn sync_through(&self, n: u64) -> std::io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= n {
+            return Ok(());
+        }
+        if self.broken.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(
+                "an earlier fsync of this spool segment failed",
+            ));
+        }
+        let written = self.written.load(Ordering::Acquire);
+        if let Err(e) = self.file.sync_data() {
+            self.broken.store(true, Ordering::Release);
+            return Err(e);
+        }
+        *synced = written;
+        Ok(())
+    }
 }
 
 /// After a database failure, records go straight to the spool for this long before the
@@ -544,6 +596,7 @@ impl Spool {
                 next_segment,
                 sealed: HashMap::new(),
                 cached: 0,
+                appends: 0,
             }),
             depth: AtomicU64::new(depth),
             down_since: AtomicU64::new(0),
@@ -588,6 +641,14 @@ impl Spool {
             buf.push(b'\n');
         }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|s| s.file.broken.load(Ordering::Acquire))
+        {
+            // Seal it for the drainer (its copy holds what was written) and start a new one.
+            state.seal_current();
+        }
         if state.current.is_none() {
             let path = self
                 .dir
@@ -598,32 +659,44 @@ impl Spool {
             File::open(&self.dir)?.sync_all()?;
             state.current = Some(Segment {
                 path,
-                file,
+                file: Arc::new(SegmentFile {
+                    file,
+                    written: AtomicU64::new(0),
+                    synced: Mutex::new(0),
+                    broken: AtomicBool::new(false),
+                }),
                 records: Some(Vec::new()),
             });
         }
         let room = state.cached + records.len() <= MAX_CACHED;
+        state.appends += 1;
+        let number = state.appends;
         let SpoolState {
             current, cached, ..
         } = &mut *state;
-        if let Some(segment) = current.as_mut() {
-            segment.file.write_all(&buf)?;
-            segment.file.sync_data()?;
-            match (&mut segment.records, room) {
-                (Some(copy), true) => {
-                    copy.extend_from_slice(records);
-                    *cached += records.len();
-                }
-                (Some(copy), false) => {
-                    *cached -= copy.len();
-                    segment.records = None;
-                }
-                (None, _) => {}
+        let Some(segment) = current.as_mut() else {
+            return Err(std::io::Error::other("no spool segment to append to"));
+        };
+        (&segment.file.file).write_all(&buf)?;
+        segment.file.written.store(number, Ordering::Release);
+        let file = segment.file.clone();
+        // The drainer may take these records from the copy before the fsync below returns:
+        // harmless, they are acknowledged only after it.
+        match (&mut segment.records, room) {
+            (Some(copy), true) => {
+                copy.extend_from_slice(records);
+                *cached += records.len();
             }
+            (Some(copy), false) => {
+                *cached -= copy.len();
+                segment.records = None;
+            }
+            (None, _) => {}
         }
         self.depth
             .fetch_add(records.len() as u64, Ordering::Relaxed);
-        Ok(())
+        drop(state);
+        file.sync_through(number)
     }
 
     /// Keeps a record the database refused, fsynced, in `dead-letter.jsonl` for an operator.
@@ -644,15 +717,10 @@ impl Spool {
         let _one_at_a_time = self.draining.lock().await;
         {
             // Seal the segment being appended to, so new appends start a new one.
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(Segment {
-                path,
-                records: Some(records),
-                ..
-            }) = state.current.take()
-            {
-                state.sealed.insert(path, records);
-            }
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .seal_current();
         }
         let segments = list_segments(&self.dir).map_err(sqlx::Error::Io)?;
         let mut drained = 0;
@@ -782,6 +850,38 @@ mod tests {
             outcome: "anonymous".into(),
             started_at: Utc::now(),
         })
+    }
+
+    #[test]
+    fn concurrent_appends_are_each_whole_and_in_their_order_after_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("vp-spool-{}", Uuid::new_v4()));
+        let spool = Arc::new(Spool::open(&dir).unwrap());
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                let spool = spool.clone();
+                std::thread::spawn(move || {
+                    let mine: Vec<Record> = (0..50).map(|_| call(t)).collect();
+                    for pair in mine.chunks(2) {
+                        spool.append(pair).unwrap();
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let written: Vec<Vec<Record>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(spool.depth(), 400);
+        drop(spool);
+        let reopened = Spool::open(&dir).unwrap();
+        assert_eq!(reopened.depth(), 400);
+        let mut read = Vec::new();
+        for (_, path) in list_segments(&dir).unwrap() {
+            read.extend(read_segment(&path).unwrap());
+        }
+        for mine in written {
+            let order: Vec<&Record> = read.iter().filter(|r| mine.contains(r)).collect();
+            assert_eq!(order, mine.iter().collect::<Vec<_>>());
+        }
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
