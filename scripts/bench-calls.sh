@@ -124,6 +124,12 @@ for _ in $(seq 1200); do
 done
 drain_seconds=$(awk -v a="$drain_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 calls_after=$(psql_db "$DB" -tAc "SELECT count(*) FROM calls")
+# The spool's fsyncs during the answer phase (each acknowledges the answers of its moment).
+read -r fsyncs fsync_10ms fsync_100ms < <(curl -fs "$base/metrics" | awk '
+    /^spool_fsync_duration_seconds_bucket\{le="0.01"\}/ { le10 = $2 }
+    /^spool_fsync_duration_seconds_bucket\{le="0.1"\}/ { le100 = $2 }
+    /^spool_fsync_duration_seconds_count / { n = $2 }
+    END { printf "%d %d %d\n", n, n - le10, n - le100 }')
 routed=$(psql_db "$DB" -tAc "SELECT count(*) FROM calls WHERE outcome = 'routed'")
 events_before=$(psql_db "$DB" -tAc "SELECT count(*) FROM call_events")
 checkpoint
@@ -155,6 +161,7 @@ print(f"{'answer webhook':28}{a:>10.0f}{$a_p50:>10.2f}{$a_p99:>10.2f}{$a_bad:>10
 print(f"{'event webhook':28}{e:>10.0f}{$e_p50:>10.2f}{$e_p99:>10.2f}{$e_bad:>10}")
 print(f"{'pgbench route lookup (DB)':28}{db:>10.0f}{'':>10}{'':>10}   (avg latency $db_lat ms)")
 print(f"answer requests completed (wrk): $a_requests; call records in Postgres: $answered (spool empty {$drain_seconds} s after the load stopped); routed (connect) in total: $routed")
+print(f"spool fsyncs in the answer phase: $fsyncs, of which $fsync_10ms took over 10 ms and $fsync_100ms over 100 ms")
 print(f"events stored: $stored new rows in ${DURATION} s = {$stored / $DURATION:.0f} events/s stored; duplicates folded: {e * $DURATION - $stored:.0f} requests stored nothing new; completed calls: $folded; spool depth at the end: ${spool_depth:-?}")
 print(f"ratio answer / healthz: {a / h:.3f}  (target >= 0.18)")
 print(f"ratio answer / pgbench route lookup: {a / db:.3f}")

@@ -560,7 +560,10 @@ impl SegmentFile {
             ));
         }
         let written = self.written.load(Ordering::Acquire);
-        if let Err(e) = self.file.sync_data() {
+        let started = std::time::Instant::now();
+        let result = self.file.sync_data();
+        metrics::histogram!("spool_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
             self.broken.store(true, Ordering::Release);
             return Err(e);
         }
