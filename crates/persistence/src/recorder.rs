@@ -542,8 +542,9 @@ struct SegmentFile {
     written: AtomicU64,
     /// The number of the last append known to be on disk; held while fsyncing.
     synced: Mutex<u64>,
-    /// An fsync failed: what was written may be lost, and a later fsync succeeding would not
-    /// say otherwise (Linux drops the failed pages), so nothing more is acknowledged from it.
+    /// A write or an fsync failed: what was written may be lost or end in half a line, and a
+    /// later fsync succeeding would not say otherwise (Linux drops the failed pages), so
+    /// nothing more is written to it or acknowledged from it.
     broken: AtomicBool,
 }
 
@@ -680,7 +681,11 @@ impl Spool {
         let Some(segment) = current.as_mut() else {
             return Err(std::io::Error::other("no spool segment to append to"));
         };
-        (&segment.file.file).write_all(&buf)?;
+        if let Err(e) = (&segment.file.file).write_all(&buf) {
+            // A part of the line may be in the file: the next append would be glued to it.
+            segment.file.broken.store(true, Ordering::Release);
+            return Err(e);
+        }
         segment.file.written.store(number, Ordering::Release);
         let file = segment.file.clone();
         // The drainer may take these records from the copy before the fsync below returns:
