@@ -1,9 +1,13 @@
 //! An in-memory copy of every active route: the answer webhook connects calls from it without a
 //! database round trip, and keeps connecting them while the database is unreachable.
 //!
-//! It is loaded once at start-up and then follows the pairings' change feed (`changed_at`), so it
-//! learns of pairings created, closed or re-timed through any instance: at once when Postgres
-//! notifies a change (`voice_proxy_routes`), and every poll interval regardless.
+//! It is loaded once at start-up and then follows the pairings' change feed (`changed_xid`, the
+//! transaction that created, closed or re-timed a pairing), so it learns of pairings created,
+//! closed or re-timed through any instance: at once when Postgres notifies a change
+//! (`voice_proxy_routes`), and every poll interval regardless. Each poll reads the changes of the
+//! transactions not older than the oldest one still running when the previous poll began (those
+//! older had finished by then, so that poll saw them): a change is read once or a few times, and
+//! never missed however late its transaction commits.
 //!
 //! When it may connect a call on its own: a pairing that is closed (or whose expiry is brought
 //! forward) must stop routing on every instance before the request that closed it returns. So
@@ -28,9 +32,6 @@ use voice_proxy_domain::{PairingId, PhoneNumber};
 
 use crate::pairings::Route;
 
-/// How far back each poll looks before the previous one, to catch transactions that stamped
-/// `changed_at` before that poll but committed after it.
-const POLL_OVERLAP_SECONDS: f64 = 5.0;
 /// How often routes that expired by the clock are dropped from memory.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
@@ -45,8 +46,9 @@ struct Entry {
 #[derive(Default)]
 struct State {
     routes: HashMap<(u64, u64), Entry>,
-    /// The database time from which the next poll reads changes.
-    since: Option<DateTime<Utc>>,
+    /// The next poll reads the changes of transactions from this one on (`changed_xid`): the
+    /// oldest transaction still running when the previous poll or the load began.
+    since: Option<i64>,
     /// When routes that expired by the clock alone were last dropped.
     pruned: Option<Instant>,
 }
@@ -170,9 +172,7 @@ impl RouteMirror {
     #[tracing::instrument(skip_all)]
     pub async fn load(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
         let began = Instant::now();
-        let started: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-            .fetch_one(pool)
-            .await?;
+        let (started, horizon) = read_horizon(pool).await?;
         let mut routes = HashMap::new();
         let mut rows = sqlx::query_as::<_, FeedRow>(
             "SELECT pairing_id, number, proxy_number, counterpart_number, counterpart_proxy,
@@ -193,7 +193,7 @@ impl RouteMirror {
                 routes.insert(k, v);
             }
             state.routes = routes;
-            state.since = Some(started);
+            state.since = Some(horizon);
         }
         self.loaded.store(true, Ordering::Release);
         self.synced(pool, began, started).await?;
@@ -238,25 +238,21 @@ impl RouteMirror {
 
     /// Applies the pairings changed since the previous poll. Returns how many changed.
     pub async fn poll(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
-        let since = self
-            .state
-            .read()
-            .map(|s| s.since)
-            .unwrap_or(None)
-            .unwrap_or_else(Utc::now);
+        let since = self.state.read().map(|s| s.since).unwrap_or(None);
         let began = Instant::now();
-        let polled_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-            .fetch_one(pool)
-            .await?;
+        let (polled_at, horizon) = read_horizon(pool).await?;
+        // Before the first load there is nothing to bring up to date: the load reads it all.
+        let Some(since) = since else {
+            return Ok(0);
+        };
         let rows: Vec<FeedRow> = sqlx::query_as(
             "SELECT pa.pairing_id, pa.number, pa.proxy_number, pa.counterpart_number,
                     pa.counterpart_proxy, upper(pa.active_during)
                FROM pairings p
                JOIN participants pa ON pa.pairing_id = p.id
-              WHERE p.changed_at > $1 - make_interval(secs => $2)",
+              WHERE p.changed_xid >= $1::text::xid8",
         )
-        .bind(since)
-        .bind(POLL_OVERLAP_SECONDS)
+        .bind(since.to_string())
         .fetch_all(pool)
         .await?;
         {
@@ -281,11 +277,22 @@ impl RouteMirror {
                 state.routes.retain(|_, e| e.ends_at > now);
                 state.pruned = Some(Instant::now());
             }
-            state.since = Some(polled_at);
+            state.since = Some(horizon);
         }
         self.synced(pool, began, polled_at).await?;
         Ok(rows.len() / 2)
     }
+}
+
+/// The database's time now, and the oldest transaction still running (or, if none, the next to
+/// start): every transaction before it has committed or aborted, so the statements that follow
+/// see all it wrote.
+async fn read_horizon(pool: &PgPool) -> Result<(DateTime<Utc>, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT clock_timestamp(), pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Waits until no live instance can still connect calls from a copy of the routes older than

@@ -4,6 +4,7 @@ mod allocation;
 mod api_keys;
 mod binary;
 mod calls;
+mod change_feed;
 mod helpers;
 mod invariants;
 mod numbers;
