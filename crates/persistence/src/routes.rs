@@ -32,6 +32,8 @@ use voice_proxy_domain::{PairingId, PhoneNumber};
 
 use crate::pairings::Route;
 
+/// A poll that reads more participant rows than this says why in a warning.
+const LARGE_POLL_ROWS: usize = 200_000;
 /// How often routes that expired by the clock are dropped from memory.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
@@ -62,6 +64,9 @@ pub struct RouteMirror {
     lease: Duration,
     /// When the last successful load or poll started.
     synced: Mutex<Option<Instant>>,
+    /// Whether the warning about a poll that read very many rows was given for the current run
+    /// of such polls.
+    large_poll_warned: AtomicBool,
 }
 
 /// One participant row as the feed returns it.
@@ -82,6 +87,7 @@ impl RouteMirror {
             instance_id: Uuid::new_v4(),
             lease,
             synced: Mutex::new(None),
+            large_poll_warned: AtomicBool::new(false),
         }
     }
 
@@ -255,6 +261,19 @@ impl RouteMirror {
         .bind(since.to_string())
         .fetch_all(pool)
         .await?;
+        if rows.len() > LARGE_POLL_ROWS {
+            // Once for each run of such polls: the condition lasts.
+            if !self.large_poll_warned.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    rows = rows.len(),
+                    "a poll of the route feed read many changes again: a write transaction has \
+                     been open on the Postgres server for long (see pg_stat_activity), and every \
+                     poll re-reads the changes since it began until it ends"
+                );
+            }
+        } else {
+            self.large_poll_warned.store(false, Ordering::Release);
+        }
         {
             let now = Utc::now();
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
