@@ -6,19 +6,18 @@
 -- than 5 s from stamp to commit was never read.
 --
 -- Now a pairing records the transaction that created it or last closed or re-timed it
--- (`changed_xid`). A poll reads the rows whose transaction is not older than the oldest one that
--- was still running at the start of the previous poll (`pg_snapshot_xmin`): every transaction
--- below that had finished, so its rows were visible to the previous poll. No time window, no
--- guess.
+-- (`changed_xid`). A poll reads the rows of the transactions that were still running, or had not
+-- started, when the previous poll began (`pg_current_snapshot()`: its xmax and its list of running
+-- transactions). Every other transaction had finished by then, so the previous poll saw what it
+-- wrote. No time window, no guess.
 --
 -- Existing rows keep a NULL `changed_xid` (no rewrite of the table): they are read by the mirrors'
--- initial load, and a later close or expiry change stamps them.
+-- initial load, and a later close or expiry change stamps them. The index on `changed_at` stays
+-- while instances of the previous version may still be polling by time during a rolling upgrade.
 
 ALTER TABLE pairings ADD COLUMN changed_xid xid8;
 ALTER TABLE pairings ALTER COLUMN changed_xid SET DEFAULT pg_current_xact_id();
 CREATE INDEX pairings_by_changed_xid ON pairings (changed_xid);
--- The time stamp stays (it says when), but nothing searches by it any more.
-DROP INDEX pairings_by_changed_at;
 
 CREATE OR REPLACE FUNCTION pairings_stamp_change() RETURNS trigger
 LANGUAGE plpgsql AS $$

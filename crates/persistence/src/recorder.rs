@@ -543,8 +543,9 @@ struct SegmentFile {
     /// The number of the last append known to be on disk; held while fsyncing.
     synced: Mutex<u64>,
     /// A write or an fsync failed: what was written may be lost or end in half a line, and a
-    /// later fsync succeeding would not say otherwise (Linux drops the failed pages), so
-    /// nothing more is written to it or acknowledged from it.
+    /// later fsync succeeding would not say otherwise (Linux drops the failed pages). The next
+    /// append starts a new segment, and no append written to this one is acknowledged any more
+    /// (its records may still reach Postgres through the drainer; every write is idempotent).
     broken: AtomicBool,
 }
 
@@ -557,7 +558,7 @@ impl SegmentFile {
         }
         if self.broken.load(Ordering::Acquire) {
             return Err(std::io::Error::other(
-                "an earlier fsync of this spool segment failed",
+                "a write or an fsync of this spool segment failed: its records are not known to be on disk",
             ));
         }
         let written = self.written.load(Ordering::Acquire);

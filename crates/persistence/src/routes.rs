@@ -5,9 +5,9 @@
 //! transaction that created, closed or re-timed a pairing), so it learns of pairings created,
 //! closed or re-timed through any instance: at once when Postgres notifies a change
 //! (`voice_proxy_routes`), and every poll interval regardless. Each poll reads the changes of the
-//! transactions not older than the oldest one still running when the previous poll began (those
-//! older had finished by then, so that poll saw them): a change is read once or a few times, and
-//! never missed however late its transaction commits.
+//! transactions that were still running, or had not started, when the previous poll began (all
+//! others had finished by then, so that poll saw them): a change is read once or a few times,
+//! and never missed however late its transaction commits.
 //!
 //! When it may connect a call on its own: a pairing that is closed (or whose expiry is brought
 //! forward) must stop routing on every instance before the request that closed it returns. So
@@ -32,7 +32,8 @@ use voice_proxy_domain::{PairingId, PhoneNumber};
 
 use crate::pairings::Route;
 
-/// A poll that reads more participant rows than this says why in a warning.
+/// A poll that reads more participant rows than this is worth a warning (it holds them all in
+/// memory at once).
 const LARGE_POLL_ROWS: usize = 200_000;
 /// How often routes that expired by the clock are dropped from memory.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
@@ -48,9 +49,9 @@ struct Entry {
 #[derive(Default)]
 struct State {
     routes: HashMap<(u64, u64), Entry>,
-    /// The next poll reads the changes of transactions from this one on (`changed_xid`): the
-    /// oldest transaction still running when the previous poll or the load began.
-    since: Option<i64>,
+    /// Which transactions the next poll reads the changes of: those still running or not yet
+    /// started when the previous poll or the load began.
+    since: Option<Horizon>,
     /// When routes that expired by the clock alone were last dropped.
     pruned: Option<Instant>,
 }
@@ -178,7 +179,7 @@ impl RouteMirror {
     #[tracing::instrument(skip_all)]
     pub async fn load(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
         let began = Instant::now();
-        let (started, horizon) = read_horizon(pool).await?;
+        let (started, horizon) = Horizon::read(pool).await?;
         let mut routes = HashMap::new();
         let mut rows = sqlx::query_as::<_, FeedRow>(
             "SELECT pairing_id, number, proxy_number, counterpart_number, counterpart_proxy,
@@ -244,9 +245,9 @@ impl RouteMirror {
 
     /// Applies the pairings changed since the previous poll. Returns how many changed.
     pub async fn poll(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
-        let since = self.state.read().map(|s| s.since).unwrap_or(None);
+        let since = self.state.read().map(|s| s.since.clone()).unwrap_or(None);
         let began = Instant::now();
-        let (polled_at, horizon) = read_horizon(pool).await?;
+        let (polled_at, horizon) = Horizon::read(pool).await?;
         // Before the first load there is nothing to bring up to date: the load reads it all.
         let Some(since) = since else {
             return Ok(0);
@@ -256,19 +257,20 @@ impl RouteMirror {
                     pa.counterpart_proxy, upper(pa.active_during)
                FROM pairings p
                JOIN participants pa ON pa.pairing_id = p.id
-              WHERE p.changed_xid >= $1::text::xid8",
+              WHERE p.changed_xid >= $1::text::xid8
+                 OR p.changed_xid = ANY($2::bigint[]::text[]::xid8[])",
         )
-        .bind(since.to_string())
+        .bind(since.next.to_string())
+        .bind(&since.running)
         .fetch_all(pool)
         .await?;
         if rows.len() > LARGE_POLL_ROWS {
-            // Once for each run of such polls: the condition lasts.
+            // Once for each run of such polls.
             if !self.large_poll_warned.swap(true, Ordering::AcqRel) {
                 tracing::warn!(
                     rows = rows.len(),
-                    "a poll of the route feed read many changes again: a write transaction has \
-                     been open on the Postgres server for long (see pg_stat_activity), and every \
-                     poll re-reads the changes since it began until it ends"
+                    "a poll of the route feed read very many changes: many pairings closed or \
+                     re-timed at once, or a transaction that changed many pairings committed"
                 );
             }
         } else {
@@ -303,15 +305,29 @@ impl RouteMirror {
     }
 }
 
-/// The database's time now, and the oldest transaction still running (or, if none, the next to
-/// start): every transaction before it has committed or aborted, so the statements that follow
-/// see all it wrote.
-async fn read_horizon(pool: &PgPool) -> Result<(DateTime<Utc>, i64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT clock_timestamp(), pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-    )
-    .fetch_one(pool)
-    .await
+/// Where the change feed stands at a moment: the transactions whose changes may not have been
+/// visible then. Every other transaction had committed or aborted, so what it wrote was visible
+/// to every statement that began after that moment.
+#[derive(Debug, Clone)]
+struct Horizon {
+    /// The first transaction id not yet given out (`pg_snapshot_xmax`).
+    next: i64,
+    /// Transactions below `next` still running (`pg_snapshot_xip`).
+    running: Vec<i64>,
+}
+
+impl Horizon {
+    /// The database's time now, and its horizon.
+    async fn read(pool: &PgPool) -> Result<(DateTime<Utc>, Self), sqlx::Error> {
+        let (at, next, running): (DateTime<Utc>, i64, Vec<i64>) = sqlx::query_as(
+            "SELECT clock_timestamp(), pg_snapshot_xmax(s)::text::bigint,
+                    ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x)
+               FROM pg_current_snapshot() AS s",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok((at, Self { next, running }))
+    }
 }
 
 /// Waits until no live instance can still connect calls from a copy of the routes older than

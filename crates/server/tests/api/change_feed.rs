@@ -53,3 +53,28 @@ async fn a_close_that_commits_long_after_it_was_written_still_reaches_the_mirror
         "the mirror still connects a closed pairing: {route:?}"
     );
 }
+
+#[tokio::test]
+async fn a_transaction_left_open_does_not_make_every_poll_read_the_changes_again() {
+    let app = spawn_app().await;
+    app.add_numbers(&["12125550123", "12125550124"]).await;
+    let mirror = RouteMirror::new(Duration::from_secs(60));
+    mirror.load(&app.pool).await.unwrap();
+
+    // Someone's write transaction stays open (it holds a transaction id) while pairings change.
+    let mut idle = PgConnection::connect(&app.database_url).await.unwrap();
+    idle.execute("BEGIN").await.unwrap();
+    idle.execute("CREATE TEMP TABLE held (x int)")
+        .await
+        .unwrap();
+    app.pair("16465550101", "16465550102").await;
+    app.pair("16465550103", "16465550104").await;
+
+    assert_eq!(mirror.poll(&app.pool).await.unwrap(), 2);
+    assert_eq!(
+        mirror.poll(&app.pool).await.unwrap(),
+        0,
+        "the second poll read again what the first had read"
+    );
+    idle.execute("ROLLBACK").await.unwrap();
+}

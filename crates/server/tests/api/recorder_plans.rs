@@ -68,7 +68,11 @@ async fn a_batch_of_many_conversations_looks_each_up_without_planner_statistics(
         .await
         .unwrap();
     // call_events holds the events of many other conversations, and Postgres has no statistics
-    // of it (never analyzed: autovacuum is off on this server, as it may be on others).
+    // of it (never analyzed: autovacuum is off for it here, as it may be on other servers).
+    sqlx::query("ALTER TABLE call_events SET (autovacuum_enabled = off)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO call_events (dedup_key, conversation_uuid, leg_uuid, status, payload)
          SELECT 'k' || g, 'CON-other-' || (g / 7), 'L' || g, 'ringing', '{}'::jsonb
@@ -113,4 +117,17 @@ async fn a_batch_of_many_conversations_looks_each_up_without_planner_statistics(
     assert_eq!(answered, 64);
     pool.close().await;
     let _ = conn.close().await;
+}
+
+#[tokio::test]
+async fn the_service_sessions_run_without_jit() {
+    let url = create_database().await;
+    let options: PgConnectOptions = url.parse().unwrap();
+    let pool = voice_proxy_persistence::connect_lazy(options, &Default::default());
+    let jit: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jit, "off");
+    pool.close().await;
 }
