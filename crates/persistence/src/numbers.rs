@@ -272,15 +272,7 @@ impl LoadLedger {
 
     /// Adds `delta` to the unwritten load of `number`.
     pub fn add(&self, number: &str, delta: i64, country: Option<&CountryCode>) {
-        let mut pending = self.lock();
-        let entry = pending.entry(number.to_owned()).or_default();
-        entry.delta += delta;
-        if entry.country.is_none() {
-            entry.country = country.cloned();
-        }
-        if entry.delta == 0 {
-            pending.remove(number);
-        }
+        apply(&mut self.lock(), number, delta, country);
     }
 
     /// The unwritten load of `number`.
@@ -316,14 +308,7 @@ impl LoadLedger {
             c.load += pending.get(c.number.expose()).map_or(0, |p| p.delta);
         }
         let chosen = allocation::pick(candidates, seed)?.number.clone();
-        let entry = pending.entry(chosen.expose().to_owned()).or_default();
-        entry.delta += 1;
-        if entry.country.is_none() {
-            entry.country = country.cloned();
-        }
-        if entry.delta == 0 {
-            pending.remove(chosen.expose());
-        }
+        apply(&mut pending, chosen.expose(), 1, country);
         Some(chosen)
     }
 
@@ -358,6 +343,24 @@ impl LoadLedger {
             self.add(number, -delta, None);
         }
         Ok(batch.len())
+    }
+}
+
+/// Adds `delta` to the unwritten load of `number` in `pending`; a number whose changes cancel
+/// out leaves the ledger.
+fn apply(
+    pending: &mut HashMap<String, Pending>,
+    number: &str,
+    delta: i64,
+    country: Option<&CountryCode>,
+) {
+    let entry = pending.entry(number.to_owned()).or_default();
+    entry.delta += delta;
+    if entry.country.is_none() {
+        entry.country = country.cloned();
+    }
+    if entry.delta == 0 {
+        pending.remove(number);
     }
 }
 
