@@ -164,14 +164,7 @@ impl RouteMirror {
             return;
         };
         for (number, proxy) in routes {
-            if let (Some(caller), Some(proxy)) = (digits(number), digits(proxy))
-                && state
-                    .routes
-                    .get(&(caller, proxy))
-                    .is_some_and(|e| e.pairing_id == id.as_uuid())
-            {
-                state.routes.remove(&(caller, proxy));
-            }
+            remove_route(&mut state.routes, number, proxy, id.as_uuid());
         }
     }
 
@@ -245,13 +238,12 @@ impl RouteMirror {
 
     /// Applies the pairings changed since the previous poll. Returns how many changed.
     pub async fn poll(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
-        let since = self.state.read().map(|s| s.since.clone()).unwrap_or(None);
-        let began = Instant::now();
-        let (polled_at, horizon) = Horizon::read(pool).await?;
         // Before the first load there is nothing to bring up to date: the load reads it all.
-        let Some(since) = since else {
+        let Some(since) = self.state.read().map(|s| s.since.clone()).unwrap_or(None) else {
             return Ok(0);
         };
+        let began = Instant::now();
+        let (polled_at, horizon) = Horizon::read(pool).await?;
         let rows: Vec<FeedRow> = sqlx::query_as(
             "SELECT pa.pairing_id, pa.number, pa.proxy_number, pa.counterpart_number,
                     pa.counterpart_proxy, upper(pa.active_during)
@@ -283,13 +275,8 @@ impl RouteMirror {
                 let ends_at = row.5;
                 if ends_at.is_some_and(|e| e > now) {
                     insert_row(&mut state.routes, row);
-                } else if let (Some(caller), Some(proxy)) = (digits(&row.1), digits(&row.2))
-                    && state
-                        .routes
-                        .get(&(caller, proxy))
-                        .is_some_and(|e| e.pairing_id == row.0)
-                {
-                    state.routes.remove(&(caller, proxy));
+                } else {
+                    remove_route(&mut state.routes, &row.1, &row.2, row.0);
                 }
             }
             // Drop what expired by the clock alone, now and then: it walks every route under the
@@ -361,6 +348,23 @@ pub async fn await_mirrors(pool: &PgPool, lease: Duration) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Removes the route of `number` on `proxy` if it is still this pairing's (a newer pairing may
+/// hold the same combination by now).
+fn remove_route(
+    routes: &mut HashMap<(u64, u64), Entry>,
+    number: &str,
+    proxy: &str,
+    pairing_id: Uuid,
+) {
+    if let (Some(caller), Some(proxy)) = (digits(number), digits(proxy))
+        && routes
+            .get(&(caller, proxy))
+            .is_some_and(|e| e.pairing_id == pairing_id)
+    {
+        routes.remove(&(caller, proxy));
     }
 }
 
