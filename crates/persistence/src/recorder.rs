@@ -654,33 +654,18 @@ impl Spool {
             // Seal it for the drainer (its copy holds what was written) and start a new one.
             state.seal_current();
         }
-        if state.current.is_none() {
-            let path = self
-                .dir
-                .join(format!("segment-{:012}.jsonl", state.next_segment));
-            state.next_segment += 1;
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
-            // Make the new file's name durable too.
-            File::open(&self.dir)?.sync_all()?;
-            state.current = Some(Segment {
-                path,
-                file: Arc::new(SegmentFile {
-                    file,
-                    written: AtomicU64::new(0),
-                    synced: Mutex::new(0),
-                    broken: AtomicBool::new(false),
-                }),
-                records: Some(Vec::new()),
-            });
-        }
         let room = state.cached + records.len() <= MAX_CACHED;
         state.appends += 1;
         let number = state.appends;
         let SpoolState {
-            current, cached, ..
+            current,
+            next_segment,
+            cached,
+            ..
         } = &mut *state;
-        let Some(segment) = current.as_mut() else {
-            return Err(std::io::Error::other("no spool segment to append to"));
+        let segment = match current {
+            Some(segment) => segment,
+            None => current.insert(self.open_segment(next_segment)?),
         };
         if let Err(e) = (&segment.file.file).write_all(&buf) {
             // A part of the line may be in the file: the next append would be glued to it.
@@ -706,6 +691,24 @@ impl Spool {
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         drop(state);
         file.sync_through(number)
+    }
+
+    /// Creates the next segment file (its name made durable too) to append to.
+    fn open_segment(&self, next_segment: &mut u64) -> std::io::Result<Segment> {
+        let path = self.dir.join(format!("segment-{next_segment:012}.jsonl"));
+        *next_segment += 1;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(Segment {
+            path,
+            file: Arc::new(SegmentFile {
+                file,
+                written: AtomicU64::new(0),
+                synced: Mutex::new(0),
+                broken: AtomicBool::new(false),
+            }),
+            records: Some(Vec::new()),
+        })
     }
 
     /// Keeps a record the database refused, fsynced, in `dead-letter.jsonl` for an operator.
