@@ -212,7 +212,12 @@ async fn mirror_forever(
 /// failure, once a second.
 async fn listen_for_changes(pool: PgPool, changed: Arc<Notify>) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen("voice_proxy_routes").await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listening.await {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(error = %e, "could not listen for route changes yet");
@@ -220,11 +225,6 @@ async fn listen_for_changes(pool: PgPool, changed: Arc<Notify>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen("voice_proxy_routes").await {
-            tracing::debug!(error = %e, "could not listen for route changes yet");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
         // The feed may have changed while we were not listening.
         changed.notify_one();
         // Until the connection is lost (`None`) or fails.
