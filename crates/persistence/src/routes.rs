@@ -20,8 +20,8 @@
 //! may have been created, or extended, through another instance a moment ago.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -63,8 +63,10 @@ pub struct RouteMirror {
     instance_id: Uuid,
     /// How long after a poll started its result may connect calls without asking the database.
     lease: Duration,
-    /// When the last successful load or poll started.
-    synced: Mutex<Option<Instant>>,
+    /// When the last successful load or poll started, in microseconds after `created` plus
+    /// one; 0 when none (an atomic: every answer reads it).
+    synced: AtomicU64,
+    created: Instant,
     /// Whether the warning about a poll that read very many rows was given for the current run
     /// of such polls.
     large_poll_warned: AtomicBool,
@@ -87,7 +89,8 @@ impl RouteMirror {
             loaded: AtomicBool::new(false),
             instance_id: Uuid::new_v4(),
             lease,
-            synced: Mutex::new(None),
+            synced: AtomicU64::new(0),
+            created: Instant::now(),
             large_poll_warned: AtomicBool::new(false),
         }
     }
@@ -98,10 +101,10 @@ impl RouteMirror {
 
     /// Whether the last successful poll started less than a lease ago.
     pub fn is_fresh(&self) -> bool {
-        self.synced
-            .lock()
-            .map(|s| s.is_some_and(|at| at.elapsed() < self.lease))
-            .unwrap_or(false)
+        match self.synced.load(Ordering::Acquire) {
+            0 => false,
+            n => self.created.elapsed() < Duration::from_micros(n - 1).saturating_add(self.lease),
+        }
     }
 
     /// The route for a call when memory alone may decide it: an active route, while the
@@ -208,9 +211,11 @@ impl RouteMirror {
         began: Instant,
         seen_at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        if let Ok(mut synced) = self.synced.lock() {
-            *synced = Some(began);
-        }
+        let micros = began.saturating_duration_since(self.created).as_micros();
+        self.synced.store(
+            u64::try_from(micros).unwrap_or(u64::MAX - 1) + 1,
+            Ordering::Release,
+        );
         sqlx::query(
             "INSERT INTO route_mirrors (instance_id, seen_at, heartbeat_at)
              VALUES ($1, $2, clock_timestamp())
@@ -226,9 +231,7 @@ impl RouteMirror {
 
     /// Takes this instance out of `route_mirrors` (at shutdown), so that nobody waits for it.
     pub async fn leave(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        if let Ok(mut synced) = self.synced.lock() {
-            *synced = None;
-        }
+        self.synced.store(0, Ordering::Release);
         sqlx::query("DELETE FROM route_mirrors WHERE instance_id = $1")
             .bind(self.instance_id)
             .execute(pool)
