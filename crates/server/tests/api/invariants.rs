@@ -21,6 +21,20 @@ async fn insert_pairing(pool: &PgPool, ttl_seconds: i64) -> Uuid {
     id
 }
 
+/// Ends a pairing by expiry: its expiry moves to 1 ms after its creation, and this returns once the
+/// clock has passed that, so the next statement's `now()` sees it expired. (Without the wait, the
+/// next statement can start within that millisecond on a fast machine.)
+async fn expire(pool: &PgPool, id: Uuid) {
+    sqlx::query(
+        "UPDATE pairings SET expires_at = created_at + interval '1 millisecond' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+}
+
 async fn insert_participants(
     pool: &PgPool,
     id: Uuid,
@@ -99,13 +113,7 @@ async fn the_database_refuses_a_second_active_route_for_one_person_and_number() 
     assert_eq!(constraint(&err).as_deref(), Some("pairings_ended_is_final"));
     // Nor an expired one re-timed.
     let expired = insert_pairing(&app.pool, 600).await;
-    sqlx::query(
-        "UPDATE pairings SET expires_at = created_at + interval '1 millisecond' WHERE id = $1",
-    )
-    .bind(expired)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    expire(&app.pool, expired).await;
     let err =
         sqlx::query("UPDATE pairings SET expires_at = now() + interval '1 hour' WHERE id = $1")
             .bind(expired)
@@ -124,13 +132,7 @@ async fn participants_follow_their_pairings_validity_without_a_job() {
     insert_participants(&app.pool, id, "16465550101", "16465550102", "12125550123")
         .await
         .unwrap();
-    sqlx::query(
-        "UPDATE pairings SET expires_at = created_at + interval '1 millisecond' WHERE id = $1",
-    )
-    .bind(id)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    expire(&app.pool, id).await;
     let active: i64 =
         sqlx::query_scalar("SELECT count(*) FROM participants WHERE active_during @> now()")
             .fetch_one(&app.pool)
