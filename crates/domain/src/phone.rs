@@ -60,10 +60,39 @@ impl fmt::Debug for CountryCode {
     }
 }
 
-/// A valid phone number in E.164 form, stored as digits without `+`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A valid phone number in E.164 form, stored as digits without `+`. Equality, order and hash
+/// are those of the digits.
+#[derive(Clone)]
 pub struct PhoneNumber {
     digits: String,
+    /// The country, when the number was parsed here (finding it parses the number again).
+    country: Option<Option<CountryCode>>,
+}
+
+impl PartialEq for PhoneNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.digits == other.digits
+    }
+}
+
+impl Eq for PhoneNumber {}
+
+impl std::hash::Hash for PhoneNumber {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.digits.hash(state);
+    }
+}
+
+impl PartialOrd for PhoneNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PhoneNumber {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.digits.cmp(&other.digits)
+    }
 }
 
 impl PhoneNumber {
@@ -108,12 +137,19 @@ impl PhoneNumber {
         if digits.len() > 15 {
             return Err(PhoneNumberError::TooManyDigits);
         }
-        Ok(Self { digits })
+        let country = country_of(&parsed);
+        Ok(Self {
+            digits,
+            country: Some(country),
+        })
     }
 
     /// Wraps digits that were validated before (read back from our own database).
     pub fn from_trusted_digits(digits: String) -> Self {
-        Self { digits }
+        Self {
+            digits,
+            country: None,
+        }
     }
 
     /// The full number as E.164 digits without `+`. Only for the NCCO, the database and the
@@ -125,15 +161,22 @@ impl PhoneNumber {
     /// The number's country, derived from its numbering plan; `None` for numbers that belong to
     /// no single country (international freephone, satellite).
     pub fn country(&self) -> Option<CountryCode> {
+        if let Some(known) = &self.country {
+            return known.clone();
+        }
         let parsed = phonenumber::parse(None, format!("+{}", self.digits)).ok()?;
-        let id = parsed.country().id()?;
-        CountryCode::parse(id.as_ref())
+        country_of(&parsed)
     }
 
     /// The number with all but its last digits hidden, e.g. `***0101`.
     pub fn masked(&self) -> String {
         mask_digits(&self.digits)
     }
+}
+
+fn country_of(parsed: &phonenumber::PhoneNumber) -> Option<CountryCode> {
+    let id = parsed.country().id()?;
+    CountryCode::parse(id.as_ref())
 }
 
 /// Masks any string of digits the way [`PhoneNumber`] displays itself: `***` and the last four
@@ -247,6 +290,23 @@ mod tests {
             PhoneNumber::parse("+44 7400 123456").unwrap().country(),
             CountryCode::parse("GB")
         );
+    }
+
+    #[test]
+    fn a_number_read_back_from_the_database_has_the_country_and_equality_of_a_parsed_one() {
+        for input in [
+            "16465550101",
+            "447400123456",
+            "4930901820",
+            "8613912345678",
+            "80012345678",
+        ] {
+            let parsed = PhoneNumber::parse(&format!("+{input}")).unwrap();
+            let trusted = PhoneNumber::from_trusted_digits(parsed.expose().to_owned());
+            assert_eq!(parsed.country(), trusted.country(), "{input}");
+            assert_eq!(parsed, trusted);
+            assert_eq!(parsed.cmp(&trusted), std::cmp::Ordering::Equal);
+        }
     }
 
     #[test]
