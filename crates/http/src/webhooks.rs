@@ -219,8 +219,8 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
 
 /// Connects from the in-memory routes when they may decide alone (an active route, and the copy
 /// is fresh: see `voice_proxy_persistence::routes`); otherwise asks the database. When the
-/// database is unreachable (or failed within the last second), answers from memory regardless,
-/// so calls keep connecting.
+/// database is unreachable (or counts as down: see `Spool::database_down`), answers from memory
+/// regardless, so calls keep connecting.
 async fn lookup_route(state: &AppState, caller: &str, dialled: &str) -> Route {
     if let Some(route) = state
         .mirror
@@ -230,7 +230,7 @@ async fn lookup_route(state: &AppState, caller: &str, dialled: &str) -> Route {
         return route;
     }
     let spool = state.recorder.spool();
-    if !spool.database_down_recently() {
+    if !spool.database_down() {
         let lookup = pairings::route(&state.pool, caller, dialled);
         match tokio::time::timeout(state.settings.answer_db_timeout, lookup).await {
             Ok(Ok(route)) => {

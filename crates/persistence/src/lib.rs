@@ -10,6 +10,7 @@ pub mod pairings;
 pub mod recorder;
 pub mod retention;
 pub mod routes;
+pub mod spool;
 
 use std::time::Duration;
 
@@ -48,6 +49,23 @@ pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPoo
         // acquire would add a round trip to every request.
         .test_before_acquire(false)
         .connect_lazy_with(options)
+}
+
+/// Begins a transaction whose statements run with their generic plans (`plan_cache_mode`, set
+/// for this transaction only, in the same round trip as `BEGIN`).
+///
+/// For a prepared statement Postgres plans the first five executions with the values given,
+/// then keeps planning each execution anew whenever it estimates the plan made without values
+/// to cost more than those. Statements over arrays (`= ANY($1)`, `unnest($1)`) always look
+/// costlier without values (an array of unknown length is guessed at 10 elements), so they were
+/// planned on every execution: on the pairing create path that was about a third of Postgres's
+/// CPU time. Their generic plans are the same index lookups. Used by the pairing create and the
+/// recorder's batches.
+pub(crate) async fn begin_generic(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
+        .await
 }
 
 /// Whether an error is Postgres refusing a write because of the named constraint.

@@ -366,7 +366,7 @@ async fn try_create(
         .collect();
     let reference = request.reference.as_deref();
 
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::begin_generic(pool).await?;
     sqlx::query(LOCK_STATEMENT)
         .bind(&numbers[..])
         .bind(reference)

@@ -81,6 +81,8 @@ pub struct Settings {
     pub sweep_interval: Duration,
     /// Where call records and events wait while the database is unreachable.
     pub spool_dir: std::path::PathBuf,
+    /// The size of a spool segment file (each is zero-filled to it before use).
+    pub spool_segment_bytes: u64,
     pub spool_drain_interval: Duration,
     /// How often the in-memory routes follow the pairings' change feed (besides at once when
     /// Postgres notifies a change).
@@ -166,6 +168,15 @@ impl Settings {
         {
             bail!("PUBLIC_BASE_URL must start with https:// or http://");
         }
+        let spool_segment_kib: u64 = env.parse("SPOOL_SEGMENT_KIB", 8192)?;
+        // At least a batch of events; at most what may be zero-filled while appends wait.
+        if !(1024..=65_536).contains(&spool_segment_kib) {
+            bail!("SPOOL_SEGMENT_KIB must be between 1024 and 65536");
+        }
+        let spool_drain_interval_ms: u64 = env.parse("SPOOL_DRAIN_INTERVAL_MS", 1000)?;
+        if spool_drain_interval_ms == 0 {
+            bail!("SPOOL_DRAIN_INTERVAL_MS must be at least 1");
+        }
         let ring_timeout_seconds: u32 = env.parse("RING_TIMEOUT_SECONDS", 45)?;
         if !(3..=7200).contains(&ring_timeout_seconds) {
             bail!("RING_TIMEOUT_SECONDS must be between 3 and 7200");
@@ -231,7 +242,7 @@ impl Settings {
         Ok(Self {
             database,
             pool: PoolSettings {
-                max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 48)?,
+                max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 24)?,
                 acquire_timeout: Duration::from_millis(env.parse("DATABASE_ACQUIRE_TIMEOUT_MS", 2000)?),
             },
             listen_addr: env.parse("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
@@ -260,7 +271,8 @@ impl Settings {
                 .string("SPOOL_DIR")
                 .unwrap_or_else(|| "spool".to_owned())
                 .into(),
-            spool_drain_interval: Duration::from_millis(env.parse("SPOOL_DRAIN_INTERVAL_MS", 1000)?),
+            spool_segment_bytes: spool_segment_kib * 1024,
+            spool_drain_interval: Duration::from_millis(spool_drain_interval_ms),
             route_poll_interval,
             route_mirror_lease,
             retention,
@@ -322,6 +334,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("LISTEN_ADDR"), "{err}");
+        for (name, value) in [
+            ("SPOOL_DRAIN_INTERVAL_MS", "0"),
+            ("SPOOL_SEGMENT_KIB", "64"),
+            ("SPOOL_SEGMENT_KIB", "1048576"),
+        ] {
+            let err = settings(&[
+                ("ADMIN_TOKEN", "0123456789abcdef"),
+                ("RETENTION_DAYS", "0"),
+                (name, value),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(name), "{err}");
+        }
         let err = settings(&[
             ("ADMIN_TOKEN", "0123456789abcdef"),
             ("RETENTION_DAYS", "0"),

@@ -48,7 +48,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         voice_proxy_http::metrics::handle();
 
-        let recorder = Recorder::start(pool.clone(), &settings.spool_dir)?;
+        let recorder = Recorder::start(
+            pool.clone(),
+            &settings.spool_dir,
+            settings.spool_segment_bytes,
+        )?;
         let mirror = Arc::new(RouteMirror::new(settings.route_mirror_lease));
         let ledger = Arc::new(LoadLedger::new());
         let shared = Shared::new(
@@ -161,15 +165,18 @@ impl Application {
             tracing::warn!(error = %e, "the load counter flusher failed");
         }
         drop(self.recorder);
-        if spool.depth() > 0 {
-            match spool.drain(&self.pool).await {
-                Ok(n) => tracing::info!(records = n, "drained the spool before exiting"),
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    left = spool.depth(),
-                    "the spool keeps records for the next start"
-                ),
-            }
+        // Sealed, the segment being appended to is deleted once drained, and the prepared one
+        // is deleted now. (A spare whose preparation was still running, or a segment made by an
+        // append after this point, stays; the next start drains and deletes it.)
+        spool.seal_for_exit();
+        match spool.drain(&self.pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "drained the spool before exiting"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                left = spool.depth(),
+                "the spool keeps records for the next start"
+            ),
         }
         self.pool.close().await;
         result

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use uuid::Uuid;
 use voice_proxy_persistence::migrate;
-use voice_proxy_persistence::recorder::Spool;
+use voice_proxy_persistence::recorder::{CallRecord, EventRecord, Record, Spool};
 use voice_proxy_server::config::{LogFormat, Settings};
 use voice_proxy_server::startup::Application;
 use voice_proxy_server::telemetry;
@@ -43,6 +43,55 @@ pub async fn create_database() -> String {
     format!("{prefix}/{name}")
 }
 
+/// A new database, migrated, and a pool of `connections` to it; with one connection, views of
+/// the session (`pg_prepared_statements`, the statistics it publishes) show what the tests ran.
+pub async fn migrated_database(connections: u32) -> (String, PgPool) {
+    let url = create_database().await;
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a database URL");
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .expect("connect to the test database");
+    migrate::run(&mut conn).await.expect("migrate");
+    let _ = conn.close().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(options)
+        .await
+        .expect("a pool");
+    (url, pool)
+}
+
+/// An answered call's record, as the answer webhook makes it, for `conversation`.
+pub fn call_record(conversation: &str) -> Record {
+    Record::Call(CallRecord {
+        id: Uuid::now_v7(),
+        conversation_uuid: Some(conversation.to_owned()),
+        uuid: Some(format!("{conversation}-in")),
+        pairing_id: None,
+        caller: None,
+        proxy_number: None,
+        callee: None,
+        outcome: "anonymous".into(),
+        started_at: chrono::Utc::now(),
+    })
+}
+
+/// An event of the inbound leg of `conversation`, `second` seconds into the minute.
+pub fn event_record(conversation: &str, status: &str, second: u32) -> Record {
+    Record::Event(EventRecord {
+        payload: json!({
+            "uuid": format!("{conversation}-in"),
+            "conversation_uuid": conversation,
+            "status": status,
+            "direction": "inbound",
+            "from": "12125550000",
+            "to": "16465550000",
+            "timestamp": format!("2026-01-01T00:00:{second:02}.000Z"),
+        }),
+        received_at: chrono::Utc::now(),
+    })
+}
+
 pub struct TestApp {
     pub address: String,
     pub pool: PgPool,
@@ -62,6 +111,8 @@ pub fn base_env(database_url: &str) -> HashMap<String, String> {
         ("PUBLIC_BASE_URL", "https://proxy.example.com"),
         ("COOL_OFF_SECONDS", "0"),
         ("RETENTION_HASH_KEY", "test-retention-key-0123456789"),
+        // Small spool segments: every instance zero-fills two of them.
+        ("SPOOL_SEGMENT_KIB", "1024"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -3,44 +3,11 @@
 //! rows, and for a batch of many conversations a query asking for them all at once was planned
 //! as a scan of the whole table, on every batch.
 
-use chrono::Utc;
-use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
-use uuid::Uuid;
-use voice_proxy_persistence::migrate;
-use voice_proxy_persistence::recorder::{CallRecord, EventRecord, Record, write_batch};
+use voice_proxy_persistence::recorder::{Record, write_batch};
 
-use crate::helpers::create_database;
-
-fn call(conversation: &str) -> Record {
-    Record::Call(CallRecord {
-        id: Uuid::now_v7(),
-        conversation_uuid: Some(conversation.to_owned()),
-        uuid: Some(format!("{conversation}-in")),
-        pairing_id: None,
-        caller: None,
-        proxy_number: None,
-        callee: None,
-        outcome: "anonymous".into(),
-        started_at: Utc::now(),
-    })
-}
-
-fn event(conversation: &str, status: &str, second: u32) -> Record {
-    Record::Event(EventRecord {
-        payload: json!({
-            "uuid": format!("{conversation}-in"),
-            "conversation_uuid": conversation,
-            "status": status,
-            "direction": "inbound",
-            "from": "12125550000",
-            "to": "16465550000",
-            "timestamp": format!("2026-01-01T00:00:{second:02}.000Z"),
-        }),
-        received_at: Utc::now(),
-    })
-}
+use crate::helpers::{call_record, create_database, event_record, migrated_database};
 
 /// Sequential scans of `call_events` so far, as Postgres counts them. `pool` has one connection,
 /// the one that ran the batches: it is told to publish its counts first.
@@ -57,16 +24,9 @@ async fn seq_scans(pool: &PgPool) -> i64 {
 
 #[tokio::test]
 async fn a_batch_of_many_conversations_looks_each_up_without_planner_statistics() {
-    let url = create_database().await;
-    let options: PgConnectOptions = url.parse().unwrap();
-    let mut conn = PgConnection::connect_with(&options).await.unwrap();
-    migrate::run(&mut conn).await.unwrap();
     // One connection, so that its statistics can be published on demand (see `seq_scans`).
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
+    let (url, pool) = migrated_database(1).await;
+    let mut conn = PgConnection::connect(&url).await.unwrap();
     // call_events holds the events of many other conversations, and Postgres has no statistics
     // of it (never analyzed: autovacuum is off for it here, as it may be on other servers).
     sqlx::query("ALTER TABLE call_events SET (autovacuum_enabled = off)")
@@ -93,11 +53,16 @@ async fn a_batch_of_many_conversations_looks_each_up_without_planner_statistics(
     // One batch of new calls and one of their events, 64 conversations each, as under load.
     let conversations: Vec<String> = (0..64).map(|i| format!("CON-late-{i}")).collect();
     let before = seq_scans(&pool).await;
-    let calls: Vec<Record> = conversations.iter().map(|c| call(c)).collect();
+    let calls: Vec<Record> = conversations.iter().map(|c| call_record(c)).collect();
     write_batch(&pool, &calls).await.unwrap();
     let events: Vec<Record> = conversations
         .iter()
-        .flat_map(|c| [event(c, "started", 1), event(c, "answered", 3)])
+        .flat_map(|c| {
+            [
+                event_record(c, "started", 1),
+                event_record(c, "answered", 3),
+            ]
+        })
         .collect();
     let new = write_batch(&pool, &events).await.unwrap();
     assert!(new.iter().all(|n| *n));
