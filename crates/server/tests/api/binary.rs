@@ -15,6 +15,8 @@ pub struct Service {
     pub base: String,
     /// Every line the service wrote to stdout and stderr so far.
     pub output: Arc<Mutex<Vec<String>>>,
+    /// The tasks reading stdout and stderr into `output`; they end when the pipes close.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts `voice-proxy serve` with these settings (plus an admin token, a free port and JSON
@@ -38,7 +40,7 @@ pub async fn start(vars: &[(&str, &str)]) -> Service {
     let (port_tx, port_rx) = tokio::sync::oneshot::channel();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let out = output.clone();
-    tokio::spawn(async move {
+    let stdout_reader = tokio::spawn(async move {
         let mut port_tx = Some(port_tx);
         while let Ok(Some(line)) = stdout.next_line().await {
             let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
@@ -52,7 +54,7 @@ pub async fn start(vars: &[(&str, &str)]) -> Service {
     });
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let out = output.clone();
-    tokio::spawn(async move {
+    let stderr_reader = tokio::spawn(async move {
         while let Ok(Some(line)) = stderr.next_line().await {
             out.lock().unwrap().push(line);
         }
@@ -65,6 +67,7 @@ pub async fn start(vars: &[(&str, &str)]) -> Service {
         child,
         base: format!("http://127.0.0.1:{port}"),
         output,
+        readers: vec![stdout_reader, stderr_reader],
     }
 }
 
@@ -85,5 +88,17 @@ impl Service {
 
     pub fn output(&self) -> Vec<String> {
         self.output.lock().unwrap().clone()
+    }
+
+    /// Everything the service wrote, once it has exited: waits for both pipes to be read to
+    /// their end, so the last lines are not missed.
+    pub async fn final_output(&mut self) -> Vec<String> {
+        for reader in self.readers.drain(..) {
+            tokio::time::timeout(Duration::from_secs(5), reader)
+                .await
+                .expect("the pipes close once the service has exited")
+                .unwrap();
+        }
+        self.output()
     }
 }

@@ -113,6 +113,11 @@ pub fn base_env(database_url: &str) -> HashMap<String, String> {
         ("RETENTION_HASH_KEY", "test-retention-key-0123456789"),
         // Small spool segments: every instance zero-fills two of them.
         ("SPOOL_SEGMENT_KIB", "1024"),
+        // The answer webhook's lookup includes taking a connection, which in a loaded parallel
+        // run can take longer than the production limit (300 ms); past it the answer falls back
+        // to the routes in memory, which a test's fresh pairing may not have reached yet. The
+        // outage tests set their own limit.
+        ("ANSWER_DB_TIMEOUT_MS", "5000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -189,7 +189,7 @@ async fn a_pairing_reads_as_expired_the_moment_its_ttl_passes() {
         .post_json(
             "/v1/pairings",
             &json!({"participants": [{"number": "16465550101"}, {"number": "16465550102"}],
-                    "ttl_seconds": 1}),
+                    "ttl_seconds": 2}),
         )
         .await
         .json()
@@ -199,15 +199,27 @@ async fn a_pairing_reads_as_expired_the_moment_its_ttl_passes() {
     let ncco = app.answer("16465550101", &proxy, "CON-exp-1").await;
     assert_eq!(ncco[0]["action"], "connect");
 
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Read it until it says expired: that must happen just after its TTL, without a job.
     let id = p["id"].as_str().unwrap();
-    let now: Value = app
-        .get(&format!("/v1/pairings/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(now["status"], "expired");
+    let expires_at: chrono::DateTime<chrono::Utc> =
+        p["expires_at"].as_str().unwrap().parse().unwrap();
+    loop {
+        let now: Value = app
+            .get(&format!("/v1/pairings/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if now["status"] == "expired" {
+            break;
+        }
+        assert_eq!(now["status"], "active");
+        assert!(
+            chrono::Utc::now() < expires_at + chrono::Duration::milliseconds(500),
+            "still active 500 ms after it expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let ncco = app.answer("16465550101", &proxy, "CON-exp-2").await;
     assert_eq!(
         ncco[0]["action"], "talk",

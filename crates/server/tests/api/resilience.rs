@@ -118,7 +118,8 @@ async fn calls_connect_through_a_database_outage_and_nothing_acknowledged_is_los
         .post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Both instances have the live pairing in memory and the closed one out of it.
+    wait_for_mirrors(&app.pool, 2).await;
 
     pg.stop_server();
     let started = Instant::now();
@@ -314,8 +315,13 @@ async fn a_killed_instance_replays_its_spool_exactly_once_on_restart() {
         .count();
     assert_eq!(acked_up, 40);
 
-    // Then the database goes away; what is acknowledged now sits in the spool.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Then the database goes away (once the service has the pairing in memory); what is
+    // acknowledged now sits in the spool.
+    {
+        let pool = PgPool::connect(&url).await.unwrap();
+        wait_for_mirrors(&pool, 1).await;
+        pool.close().await;
+    }
     pg.stop_server();
     let mut acked_calls = 0;
     for i in 0..10 {
@@ -471,7 +477,8 @@ async fn sigterm_finishes_requests_in_flight_and_exits_cleanly() {
     assert!(stored >= acked, "acknowledged {acked}, stored {stored}");
     assert!(
         service
-            .output()
+            .final_output()
+            .await
             .iter()
             .any(|l| l.contains("voice-proxy stopped"))
     );
@@ -561,6 +568,8 @@ async fn a_close_waits_for_a_live_instance_that_has_not_caught_up_but_at_most_on
     // Another instance that is alive (a heartbeat just now) but has not read past the close: the
     // close waits for it, but not beyond the lease, after which it no longer routes from memory.
     let id = pair("16465550202", "16465550302").await;
+    // The lease runs from the heartbeat, which is stamped after this moment.
+    let before_heartbeat = Instant::now();
     sqlx::query(
         "INSERT INTO route_mirrors (instance_id, seen_at, heartbeat_at)
          VALUES (gen_random_uuid(), '-infinity', clock_timestamp())",
@@ -569,9 +578,10 @@ async fn a_close_waits_for_a_live_instance_that_has_not_caught_up_but_at_most_on
     .await
     .unwrap();
     let waited = close(id).await;
+    let since_heartbeat = before_heartbeat.elapsed();
     assert!(
-        waited >= lease - Duration::from_millis(100) && waited < lease * 3,
-        "a close with a lagging live instance took {waited:?}"
+        since_heartbeat >= lease - Duration::from_millis(100) && waited < lease * 3,
+        "a close with a lagging live instance took {waited:?}, {since_heartbeat:?} after the heartbeat"
     );
     // Its heartbeat is now older than the lease: it is no longer waited for.
     let after = close(pair("16465550203", "16465550303").await).await;

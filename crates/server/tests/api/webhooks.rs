@@ -71,6 +71,7 @@ async fn anyone_else_hears_the_message_and_is_never_connected() {
         let ncco: Value = r.json().await.unwrap();
         assert_eq!(ncco[0]["action"], "talk", "{query}");
     }
+    app.settle().await;
     let outcomes: Vec<(String, i64)> =
         sqlx::query_as("SELECT outcome, count(*) FROM calls GROUP BY outcome ORDER BY outcome")
             .fetch_all(&app.pool)
