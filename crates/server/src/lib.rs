@@ -3,4 +3,5 @@
 
 pub mod config;
 pub mod startup;
+pub mod supervise;
 pub mod telemetry;

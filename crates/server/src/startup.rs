@@ -19,6 +19,7 @@ use voice_proxy_persistence::routes::RouteMirror;
 use voice_proxy_persistence::{PgListener, PgPool, PoolSettings, connect_lazy, pairings};
 
 use crate::config::{RetentionSettings, Settings};
+use crate::supervise::{RESTART_DELAY, supervised};
 
 pub struct Application {
     port: u16,
@@ -126,30 +127,30 @@ impl Application {
             LOAD_FLUSH_INTERVAL,
             stop,
         ));
+        // Each runs for the life of the server, started again if it panics.
         let tasks = [
-            tokio::spawn(listen_for_changes(
-                self.pool.clone(),
-                routes_changed.clone(),
-            )),
-            tokio::spawn(sweep_forever(
-                self.pool.clone(),
-                self.settings.sweep_interval,
-            )),
-            tokio::spawn(mirror_forever(
-                self.mirror.clone(),
-                self.pool.clone(),
-                self.settings.route_poll_interval,
-                routes_changed,
-            )),
-            tokio::spawn(purge_forever(
-                self.pool.clone(),
-                self.settings.retention.clone(),
-            )),
-            tokio::spawn(recorder::drain_forever(
-                spool.clone(),
-                self.pool.clone(),
-                self.settings.spool_drain_interval,
-            )),
+            tokio::spawn(supervised("change_listener", RESTART_DELAY, {
+                let (pool, changed) = (self.pool.clone(), routes_changed.clone());
+                move || listen_for_changes(pool.clone(), changed.clone())
+            })),
+            tokio::spawn(supervised("sweeper", RESTART_DELAY, {
+                let (pool, every) = (self.pool.clone(), self.settings.sweep_interval);
+                move || sweep_forever(pool.clone(), every)
+            })),
+            tokio::spawn(supervised("route_mirror", RESTART_DELAY, {
+                let (mirror, pool) = (self.mirror.clone(), self.pool.clone());
+                let every = self.settings.route_poll_interval;
+                move || mirror_forever(mirror.clone(), pool.clone(), every, routes_changed.clone())
+            })),
+            tokio::spawn(supervised("retention_purge", RESTART_DELAY, {
+                let (pool, retention) = (self.pool.clone(), self.settings.retention.clone());
+                move || purge_forever(pool.clone(), retention.clone())
+            })),
+            tokio::spawn(supervised("spool_drain", RESTART_DELAY, {
+                let (spool, pool) = (spool.clone(), self.pool.clone());
+                let every = self.settings.spool_drain_interval;
+                move || recorder::drain_forever(spool.clone(), pool.clone(), every)
+            })),
         ];
         let result = self.server.await;
         for task in &tasks {
