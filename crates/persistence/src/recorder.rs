@@ -89,6 +89,11 @@ impl Recorder {
     /// `segment_bytes`), events to `pool`, or to the spool when the database fails.
     pub fn start(pool: PgPool, spool_dir: &Path, segment_bytes: u64) -> std::io::Result<Self> {
         let spool = Arc::new(Spool::open(spool_dir, segment_bytes)?);
+        // Ready before the first call: otherwise the first append zero-fills its segment while
+        // the caller waits. (If this fails, appends and the drainer try again.)
+        if let Err(e) = spool.prepare_spare() {
+            tracing::warn!(error = %e, "could not prepare the first spool segment");
+        }
         let (jobs, rx) = mpsc::channel(16 * MAX_BATCH);
         tokio::spawn(collect(rx, pool, spool.clone()));
         Ok(Self { jobs, spool })

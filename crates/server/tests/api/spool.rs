@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use uuid::Uuid;
-use voice_proxy_persistence::recorder::{Spool, drain_forever};
+use voice_proxy_persistence::recorder::{Recorder, Spool, drain_forever};
 
 use crate::helpers::{call_record, migrated_database};
 
@@ -216,5 +216,24 @@ async fn appends_and_drains_at_once_store_every_record_once_with_or_without_copi
     spool.seal_for_exit();
     assert_eq!(spool.drain(&pool).await.unwrap(), 0);
     assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_recorder_has_a_segment_ready_before_the_first_call() {
+    let pool = migrated_pool().await;
+    let dir = std::env::temp_dir().join(format!("vp-spool-db-{}", Uuid::new_v4().simple()));
+    let size = 1 << 20;
+    let recorder = Recorder::start(pool.clone(), &dir, size).unwrap();
+    let ready = files(&dir);
+    assert_eq!(ready.len(), 1, "one segment, prepared at start");
+    assert_eq!(std::fs::metadata(dir.join(&ready[0])).unwrap().len(), size);
+    recorder.record(call_record("CON-first")).await.unwrap();
+    assert_eq!(files(&dir), ready, "the first call went into it");
+    let spool = recorder.spool().clone();
+    drop(recorder);
+    spool.seal_for_exit();
+    spool.drain(&pool).await.unwrap();
+    assert_eq!(stored_calls(&pool).await, 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
