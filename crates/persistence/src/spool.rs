@@ -274,32 +274,35 @@ impl Spool {
         if full_or_broken {
             // A broken segment is sealed too: the drainer reads what its copy holds.
             state.seal_current();
-            let next = match state.spare.take() {
-                Some(spare) => spare,
-                None => {
-                    let number = state.next_segment;
-                    state.next_segment += 1;
-                    self.create_segment(number)?
-                }
-            };
-            state.current = Some(Segment {
-                opened: std::time::Instant::now(),
-                ..next
-            });
         }
         let room = state.cached + records.len() <= state.max_cached;
-        state.appends += 1;
         let SpoolState {
-            current: Some(segment),
+            current,
+            spare,
+            next_segment,
             cached,
             appends,
             ..
-        } = &mut *state
-        else {
-            return Err(std::io::Error::other(
-                "the spool has no segment to append to",
-            ));
+        } = &mut *state;
+        let segment = match current.take() {
+            Some(segment) => segment,
+            None => {
+                let next = match spare.take() {
+                    Some(spare) => spare,
+                    None => {
+                        let number = *next_segment;
+                        *next_segment += 1;
+                        self.create_segment(number)?
+                    }
+                };
+                Segment {
+                    opened: std::time::Instant::now(),
+                    ..next
+                }
+            }
         };
+        let segment = current.insert(segment);
+        *appends += 1;
         if let Err(e) = segment.file.file.write_all_at(&buf, segment.end) {
             // A part of the line may be in the file: the next append would be glued to it.
             segment.file.broken.store(true, Ordering::Release);
