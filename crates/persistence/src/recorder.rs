@@ -74,7 +74,14 @@ pub enum RecordError {
 
 struct Job {
     record: Record,
-    ack: oneshot::Sender<Result<Stored, RecordError>>,
+    ack: Ack,
+}
+
+type Ack = oneshot::Sender<Result<Stored, RecordError>>;
+
+/// A batch's records, and the acknowledgements owed for them, in the same order.
+fn split(batch: Vec<Job>) -> (Vec<Record>, Vec<Ack>) {
+    batch.into_iter().map(|j| (j.record, j.ack)).unzip()
 }
 
 /// The front door for call records and events. Cloning shares it.
@@ -154,31 +161,31 @@ async fn spool_first(spool: &Arc<Spool>, batch: Vec<Job>) {
     if batch.is_empty() {
         return;
     }
-    let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
+    let (records, acks) = split(batch);
     let appended = append_off_runtime(spool, records).await;
-    acknowledge(batch, appended.map(|()| Stored::Spooled));
+    acknowledge(acks, appended.map(|()| Stored::Spooled));
     spool.wake_drainer();
 }
 
 /// Appends to the spool on a blocking thread (the append waits for an fsync).
 async fn append_off_runtime(spool: &Arc<Spool>, records: Vec<Record>) -> std::io::Result<()> {
     let spool = spool.clone();
-    tokio::task::spawn_blocking(move || spool.append(&records))
+    tokio::task::spawn_blocking(move || spool.append(records))
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
-fn acknowledge(batch: Vec<Job>, outcome: std::io::Result<Stored>) {
+fn acknowledge(acks: Vec<Ack>, outcome: std::io::Result<Stored>) {
     match outcome {
         Ok(stored) => {
-            for job in batch {
-                let _ = job.ack.send(Ok(stored));
+            for ack in acks {
+                let _ = ack.send(Ok(stored));
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "spool append failed; records not acknowledged");
-            for job in batch {
-                let _ = job.ack.send(Err(RecordError::Unavailable(e.to_string())));
+            for ack in acks {
+                let _ = ack.send(Err(RecordError::Unavailable(e.to_string())));
             }
         }
     }
@@ -188,7 +195,7 @@ async fn write_events(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
     if batch.is_empty() {
         return;
     }
-    let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
+    let (records, acks) = split(batch);
     let outcome = if spool.database_down() {
         Err(sqlx::Error::PoolTimedOut)
     } else {
@@ -197,8 +204,8 @@ async fn write_events(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
     match outcome {
         Ok(new) => {
             spool.mark_database_up();
-            for (job, new) in batch.into_iter().zip(new) {
-                let _ = job.ack.send(Ok(Stored::Database { new }));
+            for (ack, new) in acks.into_iter().zip(new) {
+                let _ = ack.send(Ok(Stored::Database { new }));
             }
         }
         Err(db_error) => {
@@ -207,7 +214,7 @@ async fn write_events(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
             }
             spool.mark_database_down();
             let appended = append_off_runtime(spool, records).await;
-            acknowledge(batch, appended.map(|()| Stored::Spooled));
+            acknowledge(acks, appended.map(|()| Stored::Spooled));
         }
     }
 }

@@ -259,10 +259,12 @@ impl Spool {
         }
     }
 
-    /// Appends records and fsyncs them (blocking: call it off the async runtime's threads).
-    pub fn append(&self, records: &[Record]) -> std::io::Result<()> {
+    /// Appends records and fsyncs them (blocking: call it off the async runtime's threads). The
+    /// records move into the in-memory copy the drainer reads.
+    pub fn append(&self, records: Vec<Record>) -> std::io::Result<()> {
+        let n = records.len();
         let mut buf = Vec::new();
-        for r in records {
+        for r in &records {
             serde_json::to_writer(&mut buf, r)?;
             buf.push(b'\n');
         }
@@ -275,7 +277,7 @@ impl Spool {
             // A broken segment is sealed too: the drainer reads what its copy holds.
             state.seal_current();
         }
-        let room = state.cached + records.len() <= state.max_cached;
+        let room = state.cached + n <= state.max_cached;
         let SpoolState {
             current,
             spare,
@@ -316,8 +318,8 @@ impl Spool {
         // harmless, they are acknowledged only after it.
         match (&mut segment.pending.records, room) {
             (Some(copy), true) => {
-                copy.extend_from_slice(records);
-                *cached += records.len();
+                copy.extend(records);
+                *cached += n;
             }
             (Some(copy), false) => {
                 *cached -= copy.len();
@@ -325,8 +327,7 @@ impl Spool {
             }
             (None, _) => {}
         }
-        self.depth
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.depth.fetch_add(n as u64, Ordering::Relaxed);
         drop(state);
         file.sync_through(number)
     }
@@ -721,7 +722,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mine: Vec<Record> = (0..50).map(|_| call(t)).collect();
                     for pair in mine.chunks(2) {
-                        spool.append(pair).unwrap();
+                        spool.append(pair.to_vec()).unwrap();
                     }
                     mine
                 })
@@ -746,7 +747,7 @@ mod tests {
         let dir = temp_dir();
         let spool = Spool::open(&dir, DEFAULT_SEGMENT_BYTES).unwrap();
         let records = vec![call(1), call(2)];
-        spool.append(&records).unwrap();
+        spool.append(records.clone()).unwrap();
         assert_eq!(spool.depth(), 2);
         // A crash in the middle of the next append leaves half a line before the zeros.
         let (_, path) = list_segments(&dir).unwrap().pop().unwrap();
@@ -769,12 +770,12 @@ mod tests {
         let dir = temp_dir();
         let size = 64 * 1024;
         let spool = Spool::open(&dir, size).unwrap();
-        spool.append(&[call(1)]).unwrap();
+        spool.append(vec![call(1)]).unwrap();
         let (_, first) = list_segments(&dir).unwrap().pop().unwrap();
         let meta = fs::metadata(&first).unwrap();
         assert_eq!(meta.len(), size, "the segment is zero-filled to its size");
         for _ in 0..20 {
-            spool.append(&[call(2)]).unwrap();
+            spool.append(vec![call(2)]).unwrap();
         }
         assert_eq!(
             fs::metadata(&first).unwrap().len(),
@@ -790,7 +791,7 @@ mod tests {
     fn a_prepared_spare_is_where_appends_go_once_the_segment_is_full() {
         let dir = temp_dir();
         let spool = Spool::open(&dir, 4096).unwrap();
-        spool.append(&[call(1)]).unwrap();
+        spool.append(vec![call(1)]).unwrap();
         spool.prepare_spare().unwrap();
         spool.prepare_spare().unwrap();
         let segments = list_segments(&dir).unwrap();
@@ -803,7 +804,7 @@ mod tests {
         assert_eq!(read_segment(&spare).unwrap(), vec![]);
         let mut appended = 1;
         while list_segments(&dir).unwrap().len() == 2 && appended < 100 {
-            spool.append(&[call(3)]).unwrap();
+            spool.append(vec![call(3)]).unwrap();
             appended += 1;
         }
         assert!(

@@ -39,14 +39,14 @@ async fn draining_keeps_the_segment_in_use_and_stores_each_record_once() {
     let spool = Spool::open(&dir, 1 << 20).unwrap();
 
     spool
-        .append(&[call_record("CON-1"), call_record("CON-2")])
+        .append(vec![call_record("CON-1"), call_record("CON-2")])
         .unwrap();
     let first = files(&dir);
     assert_eq!(first.len(), 1);
     assert_eq!(spool.drain(&pool).await.unwrap(), 2);
     assert_eq!(spool.depth(), 0);
 
-    spool.append(&[call_record("CON-3")]).unwrap();
+    spool.append(vec![call_record("CON-3")]).unwrap();
     assert_eq!(spool.drain(&pool).await.unwrap(), 1, "only the new record");
     assert_eq!(spool.drain(&pool).await.unwrap(), 0, "nothing twice");
     assert_eq!(
@@ -76,7 +76,7 @@ async fn full_segments_are_deleted_once_drained_and_a_restart_replays_the_rest_o
     for round in 0..6 {
         for i in 0..100 {
             spool
-                .append(&[call_record(&format!("CON-{round}-{i}"))])
+                .append(vec![call_record(&format!("CON-{round}-{i}"))])
                 .unwrap();
             appended += 1;
         }
@@ -139,7 +139,7 @@ async fn a_drained_segment_in_use_is_deleted_once_old_enough() {
     let pool = migrated_pool().await;
     let dir = std::env::temp_dir().join(format!("vp-spool-db-{}", Uuid::new_v4().simple()));
     let spool = Spool::open(&dir, 1 << 20).unwrap();
-    spool.append(&[call_record("CON-old")]).unwrap();
+    spool.append(vec![call_record("CON-old")]).unwrap();
     spool.drain(&pool).await.unwrap();
     spool.retire_drained_segment(Duration::from_secs(3600));
     spool.drain(&pool).await.unwrap();
@@ -148,7 +148,7 @@ async fn a_drained_segment_in_use_is_deleted_once_old_enough() {
     spool.drain(&pool).await.unwrap();
     assert!(files(&dir).is_empty(), "{:?}", files(&dir));
     // Appends go on in a new segment.
-    spool.append(&[call_record("CON-new")]).unwrap();
+    spool.append(vec![call_record("CON-new")]).unwrap();
     assert_eq!(spool.drain(&pool).await.unwrap(), 1);
     assert_eq!(stored_calls(&pool).await, 2);
     std::fs::remove_dir_all(dir).unwrap();
@@ -160,14 +160,14 @@ async fn a_segment_file_gone_from_disk_does_not_stop_the_drain() {
     let dir = std::env::temp_dir().join(format!("vp-spool-db-{}", Uuid::new_v4().simple()));
     drop({
         let spool = Spool::open(&dir, 1 << 20).unwrap();
-        spool.append(&[call_record("CON-gone")]).unwrap();
+        spool.append(vec![call_record("CON-gone")]).unwrap();
         spool
     });
     let reopened = Spool::open(&dir, 1 << 20).unwrap();
     for name in files(&dir) {
         std::fs::remove_file(dir.join(name)).unwrap();
     }
-    reopened.append(&[call_record("CON-after")]).unwrap();
+    reopened.append(vec![call_record("CON-after")]).unwrap();
     reopened.drain(&pool).await.unwrap();
     assert_eq!(
         stored_calls(&pool).await,
@@ -191,7 +191,7 @@ async fn appends_and_drains_at_once_store_every_record_once_with_or_without_copi
             std::thread::spawn(move || {
                 for i in 0..150 {
                     spool
-                        .append(&[call_record(&format!("CON-{t}-{i}"))])
+                        .append(vec![call_record(&format!("CON-{t}-{i}"))])
                         .unwrap();
                 }
             })
