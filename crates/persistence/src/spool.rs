@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::Utc;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -34,7 +33,7 @@ const DRAIN_BATCH: usize = 2048;
 const MAX_CACHED: usize = 100_000;
 /// After a failure to prepare the next segment, the drainer waits this long before it tries
 /// again (an append that finds no prepared segment creates one itself meanwhile).
-const SPARE_BACKOFF_MS: u64 = 1000;
+const SPARE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The default size of a segment file.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
@@ -59,8 +58,6 @@ pub struct Spool {
     /// The database counts as down. Only the drainer's probe (or a write that succeeds) sets it
     /// back.
     down: AtomicBool,
-    /// Unix millis of the last failure to prepare a segment; 0 when none.
-    spare_failed_at: AtomicU64,
     /// One drain at a time.
     draining: tokio::sync::Mutex<()>,
     /// Wakes the drainer when records were appended.
@@ -74,6 +71,8 @@ struct SpoolState {
     spare: Option<Segment>,
     /// A spare is being prepared (its number is taken).
     preparing: bool,
+    /// When preparing a spare last failed.
+    spare_failed: Option<std::time::Instant>,
     next_segment: u64,
     /// Segments no longer appended to and not fully drained, oldest first.
     sealed: VecDeque<Pending>,
@@ -162,6 +161,11 @@ impl SegmentFile {
 }
 
 impl SpoolState {
+    /// No spare is ready, and none is being prepared.
+    fn needs_spare(&self) -> bool {
+        self.spare.is_none() && !self.preparing
+    }
+
     /// Stops appending to the current segment; what it holds waits for the drainer.
     fn seal_current(&mut self) {
         if let Some(segment) = self.current.take() {
@@ -209,6 +213,7 @@ impl Spool {
                 current: None,
                 spare: None,
                 preparing: false,
+                spare_failed: None,
                 next_segment,
                 sealed,
                 cached: 0,
@@ -217,7 +222,6 @@ impl Spool {
             }),
             depth: AtomicU64::new(depth),
             down: AtomicBool::new(false),
-            spare_failed_at: AtomicU64::new(0),
             draining: tokio::sync::Mutex::new(()),
             appended: Notify::new(),
         })
@@ -396,11 +400,11 @@ impl Spool {
 
     /// Whether the drainer should prepare the next segment now.
     fn wants_spare(&self) -> bool {
-        if within_backoff(&self.spare_failed_at, SPARE_BACKOFF_MS) {
-            return false;
-        }
         let state = lock(&self.state);
-        state.spare.is_none() && !state.preparing
+        state.needs_spare()
+            && state
+                .spare_failed
+                .is_none_or(|failed| failed.elapsed() >= SPARE_BACKOFF)
     }
 
     /// Prepares the segment the next append that fills the current one moves to, so that the
@@ -409,7 +413,7 @@ impl Spool {
     pub fn prepare_spare(&self) -> std::io::Result<()> {
         let number = {
             let mut state = lock(&self.state);
-            if state.spare.is_some() || state.preparing {
+            if !state.needs_spare() {
                 return Ok(());
             }
             state.preparing = true;
@@ -428,7 +432,7 @@ impl Spool {
                 Ok(())
             }
             Err(e) => {
-                self.spare_failed_at.store(now_millis(), Ordering::Relaxed);
+                state.spare_failed = Some(std::time::Instant::now());
                 Err(e)
             }
         }
@@ -565,18 +569,6 @@ impl Spool {
     }
 }
 
-fn now_millis() -> u64 {
-    u64::try_from(Utc::now().timestamp_millis())
-        .unwrap_or(1)
-        .max(1)
-}
-
-/// Whether the unix millis in `since` (0: never) are less than `backoff_ms` ago.
-fn within_backoff(since: &AtomicU64, backoff_ms: u64) -> bool {
-    let since = since.load(Ordering::Relaxed);
-    since != 0 && now_millis().saturating_sub(since) < backoff_ms
-}
-
 fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -695,7 +687,7 @@ mod tests {
             proxy_number: None,
             callee: None,
             outcome: "anonymous".into(),
-            started_at: Utc::now(),
+            started_at: chrono::Utc::now(),
         })
     }
 
