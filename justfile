@@ -91,6 +91,13 @@ _voice-proxy command:
         echo "          set ADMIN_TOKEN (e.g. in .env) for anything real." >&2
         echo "" >&2
     fi
+    if [ -z "${VONAGE_SIGNATURE_SECRET:-}" ] && [ -z "${ALLOW_UNSIGNED_WEBHOOKS:-}" ]; then
+        export ALLOW_UNSIGNED_WEBHOOKS=true
+        echo "  NOTICE: VONAGE_SIGNATURE_SECRET is not set; serving the webhooks UNSIGNED" >&2
+        echo "          (ALLOW_UNSIGNED_WEBHOOKS=true) for local development. Anyone who can" >&2
+        echo "          reach this instance can read whom a pool number connects to." >&2
+        echo "" >&2
+    fi
     if [ -z "${RETENTION_HASH_KEY:-}" ] && [ "${RETENTION_DAYS:-90}" != "0" ]; then
         export RETENTION_HASH_KEY=dev-retention-key-change-me
         echo "  NOTICE: RETENTION_HASH_KEY is not set; using a development key." >&2

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub title: &'static str,
     pub detail: String,
     source: Option<anyhow::Error>,
+    /// Close the connection after this response (its request's body may be unread).
+    close: bool,
 }
 
 /// An error, as `application/problem+json` (RFC 9457).
@@ -60,6 +62,34 @@ impl ApiError {
             title,
             detail: detail.into(),
             source: None,
+            close: false,
+        }
+    }
+
+    /// Closes the connection once this response is sent: for answers given before (or instead
+    /// of) reading the request's body.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// The request's body did not arrive within `REQUEST_BODY_TIMEOUT_MS`.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "Request body too slow",
+            "the request body did not arrive in time",
+        )
+        .closing()
+    }
+
+    /// An error reading the request's body: the deadline, or the connection failing.
+    pub fn unreadable_body(e: &actix_web::error::PayloadError) -> Self {
+        if crate::deadline::is_body_timeout(e) {
+            Self::body_timeout()
+        } else {
+            Self::bad_request(format!("could not read the body: {e}")).closing()
         }
     }
 
@@ -120,6 +150,7 @@ impl ApiError {
             title: "Internal error",
             detail: "the request failed on our side; it has been logged".to_owned(),
             source: Some(source.into()),
+            close: false,
         }
     }
 
@@ -183,6 +214,9 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header(("Retry-After", "1"));
         }
+        if self.close {
+            response.force_close();
+        }
         response.json(body)
     }
 }
@@ -223,6 +257,7 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
             "Unsupported media type",
             "send the body as application/json",
         ),
+        JsonPayloadError::Payload(e) => ApiError::unreadable_body(e),
         JsonPayloadError::Deserialize(e) if e.is_data() => {
             ApiError::validation(mask_digit_runs(&e.to_string()))
         }

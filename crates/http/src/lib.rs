@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod auth;
 pub mod calls;
+pub mod deadline;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -49,6 +50,8 @@ pub struct HttpSettings {
     pub signature: signature::SignatureSettings,
     /// How long the answer webhook waits for the database before it routes from memory.
     pub answer_db_timeout: std::time::Duration,
+    /// How long a request's body may take to arrive, from when its head was read.
+    pub request_body_timeout: std::time::Duration,
 }
 
 /// What every handler shares.

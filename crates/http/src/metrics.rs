@@ -42,6 +42,11 @@ async fn render(state: web::Data<AppState>) -> HttpResponse {
     metrics::gauge!("spool_depth").set(state.recorder.spool().depth() as f64);
     // Each active pairing has two routes.
     metrics::gauge!("pairings_active").set((state.mirror.len() / 2) as f64);
+    metrics::gauge!("webhook_signatures_enforced").set(if state.verifier.enabled() {
+        1.0
+    } else {
+        0.0
+    });
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle().render())

@@ -1,14 +1,22 @@
 //! Signed Vonage webhooks: `Authorization: Bearer <JWT>`, HS256 with the account's signature
 //! secret (see shared/reference/vonage/protocol.md, section 4).
 //!
-//! A token is accepted when: its header says HS256 (nothing else, `none` included); its
-//! signature matches one of the configured secrets (several, for rotation; the comparison is
-//! constant-time inside the HMAC library); `iss` is `Vonage`; `iat` is within the freshness
-//! window of now; its `jti` has not been seen within that window; `api_key` matches when one is
-//! configured; and, for requests with a body, `payload_hash` is the SHA-256 of the raw body
-//! (enforced or only logged, by configuration, because Vonage does not document the exact form).
+//! A request is checked in two steps, so that a forged request is refused before its body is
+//! read:
+//! 1. [`Verifier::verify_token`], on the header alone: the header says HS256 (nothing else,
+//!    `none` included); the signature matches one of the configured secrets (several, for
+//!    rotation; the comparison is constant-time inside the HMAC library); `iss` is `Vonage`;
+//!    `iat` is within the freshness window of now; `api_key` and `application_id` match when
+//!    configured. Claims we do not use (`aud`, say) are ignored.
+//! 2. [`Verifier::accept`], once the body is read: for requests with a body, `payload_hash` is
+//!    the SHA-256 of the raw body (enforced or only logged, by configuration, because Vonage does
+//!    not document the exact form); and the token id (`jti`) has not been used for a different
+//!    request. Vonage retries a request it got no answer to with the same token: the same token
+//!    on the same request (method, path, query and body) is accepted again, and the handlers
+//!    process it idempotently. A token id is remembered until its token could no longer pass
+//!    step 1: `max(now, iat) + SIGNATURE_MAX_AGE_SECONDS`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
@@ -37,11 +45,14 @@ impl PayloadHashMode {
 
 #[derive(Clone)]
 pub struct SignatureSettings {
-    /// The account signature secrets; empty means webhooks are not authenticated.
+    /// The account signature secrets; empty means webhooks are not authenticated (only allowed
+    /// with `ALLOW_UNSIGNED_WEBHOOKS=true`).
     pub secrets: Vec<String>,
     /// When set, the token's `api_key` claim must equal it.
     pub api_key: Option<String>,
-    /// How far `iat` may be from now, in seconds, either way; also how long a `jti` is remembered.
+    /// When set, the token's `application_id` claim must equal it.
+    pub application_id: Option<String>,
+    /// How far `iat` may be from now, in seconds, either way.
     pub max_age_seconds: i64,
     pub payload_hash: PayloadHashMode,
 }
@@ -51,6 +62,7 @@ impl std::fmt::Debug for SignatureSettings {
         f.debug_struct("SignatureSettings")
             .field("secrets", &format!("{} configured", self.secrets.len()))
             .field("api_key", &self.api_key)
+            .field("application_id", &self.application_id)
             .field("max_age_seconds", &self.max_age_seconds)
             .field("payload_hash", &self.payload_hash)
             .finish()
@@ -59,7 +71,9 @@ impl std::fmt::Debug for SignatureSettings {
 
 #[derive(Debug, Error, PartialEq, Eq, Clone, Copy)]
 pub enum SignatureError {
-    #[error("no bearer token")]
+    /// No `Authorization` header at all. Vonage sends an unsigned callback only when it has an
+    /// internal error, and retries one answered with a 5xx.
+    #[error("no Authorization header")]
     Missing,
     #[error("the token is not a valid HS256 JWT signed with a configured secret")]
     Invalid,
@@ -67,10 +81,12 @@ pub enum SignatureError {
     WrongIssuer,
     #[error("the token's iat is outside the accepted window")]
     Stale,
-    #[error("the token was already used")]
+    #[error("the token was already used for another request")]
     Replayed,
     #[error("the token's api_key is not the configured one")]
     WrongApiKey,
+    #[error("the token's application_id is not the configured one")]
+    WrongApplication,
     #[error("the token's payload_hash does not match the body")]
     PayloadHashMismatch,
 }
@@ -85,6 +101,7 @@ impl SignatureError {
             Self::Stale => "stale",
             Self::Replayed => "replayed",
             Self::WrongApiKey => "wrong_api_key",
+            Self::WrongApplication => "wrong_application",
             Self::PayloadHashMismatch => "payload_hash",
         }
     }
@@ -99,38 +116,80 @@ struct Claims {
     payload_hash: Option<String>,
     #[serde(default)]
     api_key: Option<String>,
+    #[serde(default)]
+    application_id: Option<String>,
 }
 
-/// Checks webhook signatures and remembers recent token ids to refuse replays.
+/// A token that passed the first step; [`Verifier::accept`] finishes the check.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    jti: String,
+    iat: i64,
+    payload_hash: Option<String>,
+}
+
+/// What identifies one request, so that a retry of it can be told from another request that
+/// reuses its token.
+pub struct RequestParts<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    /// The raw body of a request that has one (None for GET).
+    pub body: Option<&'a [u8]>,
+}
+
+impl RequestParts<'_> {
+    fn fingerprint(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        for part in [
+            self.method.as_bytes(),
+            self.path.as_bytes(),
+            self.query.as_bytes(),
+        ] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+        if let Some(body) = self.body {
+            hash.update(body);
+        }
+        hash.finalize().into()
+    }
+}
+
+/// Checks webhook signatures and remembers the token ids of accepted requests.
 pub struct Verifier {
     settings: SignatureSettings,
     keys: Vec<DecodingKey>,
     seen: Mutex<SeenTokens>,
 }
 
+/// Token ids in use: each with the request it was accepted for, until it expires.
 #[derive(Default)]
 struct SeenTokens {
-    by_id: HashMap<String, i64>,
-    order: VecDeque<(i64, String)>,
+    by_id: HashMap<String, ([u8; 32], i64)>,
+    /// (expires at, token id), soonest first.
+    expiry: BTreeSet<(i64, String)>,
 }
 
 impl SeenTokens {
-    /// Records `jti` seen at `now`; false if it was already seen within the window.
-    fn insert(&mut self, jti: &str, now: i64, window: i64) -> bool {
-        while let Some((at, _)) = self.order.front() {
-            if *at >= now - window {
+    /// Records `jti` for `request` until `expires`; false if it is in use for another request.
+    fn insert(&mut self, jti: &str, request: [u8; 32], now: i64, expires: i64) -> bool {
+        while let Some((at, _)) = self.expiry.first() {
+            if *at >= now {
                 break;
             }
-            if let Some((_, old)) = self.order.pop_front() {
+            if let Some((_, old)) = self.expiry.pop_first() {
                 self.by_id.remove(&old);
             }
         }
-        if self.by_id.contains_key(jti) {
-            return false;
+        match self.by_id.get(jti) {
+            Some((seen, _)) => *seen == request,
+            None => {
+                self.by_id.insert(jti.to_owned(), (request, expires));
+                self.expiry.insert((expires, jti.to_owned()));
+                true
+            }
         }
-        self.by_id.insert(jti.to_owned(), now);
-        self.order.push_back((now, jti.to_owned()));
-        true
     }
 }
 
@@ -153,23 +212,23 @@ impl Verifier {
         !self.keys.is_empty()
     }
 
-    /// Verifies the `Authorization` header of a webhook request. `body` is the raw body of a
-    /// POST (None for GET). `now` is Unix seconds.
-    pub fn verify(
+    /// Checks the `Authorization` header of a webhook request (step 1). `now` is Unix seconds.
+    pub fn verify_token(
         &self,
         authorization: Option<&str>,
-        body: Option<&[u8]>,
         now: i64,
-    ) -> Result<(), SignatureError> {
-        let token = authorization
-            .and_then(|v| v.split_once(' '))
+    ) -> Result<VerifiedToken, SignatureError> {
+        let header = authorization.ok_or(SignatureError::Missing)?;
+        let token = header
+            .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
-            .ok_or(SignatureError::Missing)?;
+            .ok_or(SignatureError::Invalid)?;
 
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
+        validation.validate_aud = false;
         validation.required_spec_claims.clear();
         let claims = self
             .keys
@@ -181,8 +240,7 @@ impl Verifier {
         if claims.iss != "Vonage" {
             return Err(SignatureError::WrongIssuer);
         }
-        let window = self.settings.max_age_seconds;
-        if (now - claims.iat).abs() > window {
+        if (now - claims.iat).abs() > self.settings.max_age_seconds {
             return Err(SignatureError::Stale);
         }
         if let Some(expected) = &self.settings.api_key
@@ -190,9 +248,28 @@ impl Verifier {
         {
             return Err(SignatureError::WrongApiKey);
         }
-        if let Some(body) = body {
+        if let Some(expected) = &self.settings.application_id
+            && claims.application_id.as_deref() != Some(expected.as_str())
+        {
+            return Err(SignatureError::WrongApplication);
+        }
+        Ok(VerifiedToken {
+            jti: claims.jti,
+            iat: claims.iat,
+            payload_hash: claims.payload_hash,
+        })
+    }
+
+    /// Finishes the check of a request whose token passed [`Verifier::verify_token`] (step 2).
+    pub fn accept(
+        &self,
+        token: &VerifiedToken,
+        request: &RequestParts<'_>,
+        now: i64,
+    ) -> Result<(), SignatureError> {
+        if let Some(body) = request.body {
             let actual = hex_sha256(body);
-            let matches = claims
+            let matches = token
                 .payload_hash
                 .as_deref()
                 .is_some_and(|h| h.eq_ignore_ascii_case(&actual));
@@ -205,15 +282,18 @@ impl Verifier {
                 }
             }
         }
-        let fresh = self
-            .seen
-            .lock()
-            .map(|mut seen| seen.insert(&claims.jti, now, window))
-            .unwrap_or(true);
-        if !fresh {
-            return Err(SignatureError::Replayed);
+        let expires = now.max(token.iat) + self.settings.max_age_seconds;
+        let fresh = self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            &token.jti,
+            request.fingerprint(),
+            now,
+            expires,
+        );
+        if fresh {
+            Ok(())
+        } else {
+            Err(SignatureError::Replayed)
         }
-        Ok(())
     }
 }
 
@@ -236,6 +316,7 @@ mod tests {
         Verifier::new(SignatureSettings {
             secrets: vec!["old-secret".into(), SECRET.into()],
             api_key: Some("abcd1234".into()),
+            application_id: Some("app".into()),
             max_age_seconds: 300,
             payload_hash: mode,
         })
@@ -255,19 +336,49 @@ mod tests {
                "application_id": "app", "payload_hash": hex_sha256(body)})
     }
 
+    fn post(body: &[u8]) -> RequestParts<'_> {
+        RequestParts {
+            method: "POST",
+            path: "/webhooks/event",
+            query: "",
+            body: Some(body),
+        }
+    }
+
+    /// Both steps, as a handler runs them.
+    fn verify(
+        v: &Verifier,
+        auth: Option<&str>,
+        request: &RequestParts<'_>,
+        now: i64,
+    ) -> Result<(), SignatureError> {
+        let token = v.verify_token(auth, now)?;
+        v.accept(&token, request, now)
+    }
+
     #[test]
-    fn a_genuine_token_passes_once_and_a_replay_is_refused() {
+    fn a_genuine_token_passes_again_for_the_same_request_only() {
         let v = verifier(PayloadHashMode::Enforce);
         let now = 1_700_000_000;
         let body = br#"{"status":"answered"}"#;
         let auth = format!("Bearer {}", token(claims(now, "j1", body), SECRET));
-        assert_eq!(v.verify(Some(&auth), Some(body), now), Ok(()));
+        assert_eq!(verify(&v, Some(&auth), &post(body), now), Ok(()));
         assert_eq!(
-            v.verify(Some(&auth), Some(body), now + 1),
-            Err(SignatureError::Replayed)
+            verify(&v, Some(&auth), &post(body), now + 1),
+            Ok(()),
+            "Vonage's retry of the same request"
+        );
+        let other = RequestParts {
+            path: "/webhooks/answer",
+            ..post(body)
+        };
+        assert_eq!(
+            verify(&v, Some(&auth), &other, now + 2),
+            Err(SignatureError::Replayed),
+            "the token on another request"
         );
         let rotated = format!("Bearer {}", token(claims(now, "j2", body), "old-secret"));
-        assert_eq!(v.verify(Some(&rotated), Some(body), now), Ok(()));
+        assert_eq!(verify(&v, Some(&rotated), &post(body), now), Ok(()));
     }
 
     #[test]
@@ -276,45 +387,52 @@ mod tests {
         let now = 1_700_000_000;
         let body = b"{}";
         assert_eq!(
-            v.verify(None, Some(body), now),
+            verify(&v, None, &post(body), now),
             Err(SignatureError::Missing)
         );
         assert_eq!(
-            v.verify(Some("Basic abc"), Some(body), now),
-            Err(SignatureError::Missing)
+            verify(&v, Some("Basic abc"), &post(body), now),
+            Err(SignatureError::Invalid)
         );
         let wrong = format!("Bearer {}", token(claims(now, "a", body), "wrong"));
         assert_eq!(
-            v.verify(Some(&wrong), Some(body), now),
+            verify(&v, Some(&wrong), &post(body), now),
             Err(SignatureError::Invalid)
         );
         let stale = format!("Bearer {}", token(claims(now - 301, "b", body), SECRET));
         assert_eq!(
-            v.verify(Some(&stale), Some(body), now),
+            verify(&v, Some(&stale), &post(body), now),
             Err(SignatureError::Stale)
         );
         let future = format!("Bearer {}", token(claims(now + 301, "c", body), SECRET));
         assert_eq!(
-            v.verify(Some(&future), Some(body), now),
+            verify(&v, Some(&future), &post(body), now),
             Err(SignatureError::Stale)
         );
         let mut c = claims(now, "d", body);
         c["iss"] = json!("Mallory");
         let issuer = format!("Bearer {}", token(c, SECRET));
         assert_eq!(
-            v.verify(Some(&issuer), Some(body), now),
+            verify(&v, Some(&issuer), &post(body), now),
             Err(SignatureError::WrongIssuer)
         );
         let mut c = claims(now, "e", body);
         c["api_key"] = json!("other");
         let key = format!("Bearer {}", token(c, SECRET));
         assert_eq!(
-            v.verify(Some(&key), Some(body), now),
+            verify(&v, Some(&key), &post(body), now),
             Err(SignatureError::WrongApiKey)
+        );
+        let mut c = claims(now, "e2", body);
+        c["application_id"] = json!("someone-elses-app");
+        let app = format!("Bearer {}", token(c, SECRET));
+        assert_eq!(
+            verify(&v, Some(&app), &post(body), now),
+            Err(SignatureError::WrongApplication)
         );
         let tampered = format!("Bearer {}", token(claims(now, "f", body), SECRET));
         assert_eq!(
-            v.verify(Some(&tampered), Some(b"{\"x\":1}"), now),
+            verify(&v, Some(&tampered), &post(b"{\"x\":1}"), now),
             Err(SignatureError::PayloadHashMismatch)
         );
         // `alg: none` with an empty signature.
@@ -322,7 +440,7 @@ mod tests {
         let payload = base64_url(claims(now, "g", body).to_string().as_bytes());
         let none = format!("Bearer {header}.{payload}.");
         assert_eq!(
-            v.verify(Some(&none), Some(body), now),
+            verify(&v, Some(&none), &post(body), now),
             Err(SignatureError::Invalid)
         );
         // HS512 with the right secret is still refused: only HS256 is accepted.
@@ -333,9 +451,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            v.verify(Some(&format!("Bearer {hs512}")), Some(body), now),
+            verify(&v, Some(&format!("Bearer {hs512}")), &post(body), now),
             Err(SignatureError::Invalid)
         );
+    }
+
+    #[test]
+    fn claims_we_do_not_use_are_ignored() {
+        let v = verifier(PayloadHashMode::Enforce);
+        let now = 1_700_000_000;
+        let mut c = claims(now, "aud", b"{}");
+        c["aud"] = json!("https://proxy.example.com");
+        c["sub"] = json!("something");
+        c["exp"] = json!(now + 60);
+        let auth = format!("Bearer {}", token(c, SECRET));
+        assert_eq!(verify(&v, Some(&auth), &post(b"{}"), now), Ok(()));
     }
 
     #[test]
@@ -343,17 +473,51 @@ mod tests {
         let v = verifier(PayloadHashMode::LogOnly);
         let now = 1_700_000_000;
         let auth = format!("Bearer {}", token(claims(now, "x", b"{}"), SECRET));
-        assert_eq!(v.verify(Some(&auth), Some(b"{\"other\":1}"), now), Ok(()));
+        assert_eq!(
+            verify(&v, Some(&auth), &post(b"{\"other\":1}"), now),
+            Ok(())
+        );
     }
 
     #[test]
-    fn remembered_token_ids_expire_with_the_window() {
+    fn a_token_id_is_remembered_for_as_long_as_its_token_is_fresh() {
+        let v = verifier(PayloadHashMode::Enforce);
+        let now = 1_700_000_000;
+        // Issued 200 s ahead of our clock: fresh until now + 500.
+        let auth = format!("Bearer {}", token(claims(now + 200, "skew", b"{}"), SECRET));
+        assert_eq!(verify(&v, Some(&auth), &post(b"{}"), now), Ok(()));
+        let other = RequestParts {
+            query: "x=1",
+            ..post(b"{}")
+        };
+        // A later request with the token, while it is still fresh, is refused...
+        assert_eq!(
+            verify(&v, Some(&auth), &other, now + 499),
+            Err(SignatureError::Replayed)
+        );
+        // ...and once it is not fresh any more, step 1 refuses it.
+        assert_eq!(
+            verify(&v, Some(&auth), &other, now + 501),
+            Err(SignatureError::Stale)
+        );
+    }
+
+    #[test]
+    fn remembered_token_ids_are_forgotten_once_expired() {
         let mut seen = SeenTokens::default();
-        assert!(seen.insert("a", 100, 10));
-        assert!(!seen.insert("a", 105, 10));
-        assert!(seen.insert("b", 120, 10));
-        assert!(seen.insert("a", 121, 10), "forgotten after the window");
+        assert!(seen.insert("a", [1; 32], 100, 110));
+        assert!(!seen.insert("a", [2; 32], 105, 115));
+        assert!(
+            seen.insert("a", [1; 32], 106, 116),
+            "the same request again"
+        );
+        assert!(seen.insert("b", [1; 32], 120, 130));
+        assert!(
+            seen.insert("a", [2; 32], 121, 131),
+            "forgotten after it expired"
+        );
         assert_eq!(seen.by_id.len(), 2);
+        assert_eq!(seen.expiry.len(), 2);
     }
 
     fn base64_url(bytes: &[u8]) -> String {

@@ -10,7 +10,7 @@ use voice_proxy_domain::{CallEvent, CallId, CallOutcome, CallerId, Ncco};
 use voice_proxy_persistence::pairings::{self, Route};
 use voice_proxy_persistence::recorder::{CallRecord, EventRecord, Record, Stored};
 
-use crate::signature::SignatureError;
+use crate::signature::{RequestParts, SignatureError, VerifiedToken};
 use crate::{ApiError, AppState, MAX_BODY_BYTES};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -56,17 +56,9 @@ async fn answer_get(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    check_signature(&req, &state, None)?;
-    let map: Map<String, Value> =
-        web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-            .map(|q| {
-                q.into_inner()
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect()
-            })
-            .unwrap_or_default();
-    Ok(answer(&state, AnswerRequest::from_map(&map)).await)
+    let token = check_token(&req, &state)?;
+    accept(&req, &state, token, None)?;
+    Ok(answer(&state, AnswerRequest::from_map(&query_map(&req))).await)
 }
 
 /// `POST /webhooks/answer` with the same fields as a JSON body. A body that is not a JSON object
@@ -76,8 +68,9 @@ async fn answer_post(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let token = check_token(&req, &state)?;
     let body = read_body(payload).await?;
-    check_signature(&req, &state, Some(&body))?;
+    accept(&req, &state, token, Some(&body))?;
     let map = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
@@ -85,57 +78,104 @@ async fn answer_post(
     Ok(answer(&state, AnswerRequest::from_map(&map)).await)
 }
 
-/// Reads a request body of at most [`MAX_BODY_BYTES`].
+/// The query string as a JSON object of strings; one that cannot be parsed, as an empty one.
+fn query_map(req: &HttpRequest) -> Map<String, Value> {
+    web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(|q| {
+            q.into_inner()
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`], within the body deadline.
 pub async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::unreadable_body(&e))?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "Request body too large",
                 format!("the body may be at most {MAX_BODY_BYTES} bytes"),
-            ));
+            )
+            .closing());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
 }
 
-/// Refuses a webhook whose signature does not verify, when signing is configured.
-fn check_signature(
-    req: &HttpRequest,
-    state: &AppState,
-    body: Option<&[u8]>,
-) -> Result<(), ApiError> {
+/// The first step of the signature check, on the `Authorization` header alone, before the body
+/// is read. `None` when webhooks are not signed (`ALLOW_UNSIGNED_WEBHOOKS`).
+fn check_token(req: &HttpRequest, state: &AppState) -> Result<Option<VerifiedToken>, ApiError> {
     if !state.verifier.enabled() {
-        return Ok(());
+        return Ok(None);
     }
     let header = req
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+        .map(|v| v.to_str().unwrap_or(""));
     let now = chrono::Utc::now().timestamp();
     state
         .verifier
-        .verify(header, body, now)
-        .map_err(|e: SignatureError| {
-            metrics::counter!("webhook_signature_refusals_total", "reason" => e.reason())
-                .increment(1);
-            tracing::warn!(
-                reason = e.reason(),
-                route = req.path(),
-                "refused an unsigned or forged webhook"
-            );
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid-signature",
-                "Webhook signature required",
-                "the request is not signed with a configured Vonage signature secret",
-            )
-        })
+        .verify_token(header, now)
+        .map(Some)
+        .map_err(|e| refusal(req, e))
+}
+
+/// The second step, once the body is read: the payload hash, and the token not used for another
+/// request.
+fn accept(
+    req: &HttpRequest,
+    state: &AppState,
+    token: Option<VerifiedToken>,
+    body: Option<&[u8]>,
+) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let parts = RequestParts {
+        method: req.method().as_str(),
+        path: req.path(),
+        query: req.query_string(),
+        body,
+    };
+    let now = chrono::Utc::now().timestamp();
+    state
+        .verifier
+        .accept(&token, &parts, now)
+        .map_err(|e| refusal(req, e))
+}
+
+/// The answer to a request whose signature is missing (503: Vonage sends an unsigned callback only
+/// when it has an internal error, and retries it) or does not verify (401).
+fn refusal(req: &HttpRequest, e: SignatureError) -> ApiError {
+    metrics::counter!("webhook_signature_refusals_total", "reason" => e.reason()).increment(1);
+    tracing::warn!(
+        reason = e.reason(),
+        route = req.path(),
+        "refused an unsigned or forged webhook"
+    );
+    match e {
+        SignatureError::Missing => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signature-missing",
+            "Webhook signature required",
+            "the request carries no Authorization header; webhooks must be signed with the \
+             Vonage signature secret",
+        ),
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-signature",
+            "Webhook signature required",
+            "the request is not signed with a configured Vonage signature secret",
+        ),
+    }
+    .closing()
 }
 
 /// Decides the NCCO for an inbound call and records the call. Always a 200 with a valid NCCO:
@@ -252,8 +292,9 @@ async fn event(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let token = check_token(&req, &state)?;
     let body = read_body(payload).await?;
-    check_signature(&req, &state, Some(&body))?;
+    accept(&req, &state, token, Some(&body))?;
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)

@@ -219,6 +219,7 @@ impl Settings {
                 })
                 .unwrap_or_default(),
             api_key: env.string("VONAGE_API_KEY"),
+            application_id: env.string("VONAGE_APPLICATION_ID"),
             max_age_seconds: env.parse("SIGNATURE_MAX_AGE_SECONDS", 300)?,
             payload_hash: env.choice(
                 "SIGNATURE_PAYLOAD_HASH",
@@ -229,6 +230,19 @@ impl Settings {
         };
         if signature.max_age_seconds < 1 {
             bail!("SIGNATURE_MAX_AGE_SECONDS must be at least 1");
+        }
+        let allow_unsigned_webhooks: bool = env.parse("ALLOW_UNSIGNED_WEBHOOKS", false)?;
+        if signature.secrets.is_empty() && !allow_unsigned_webhooks {
+            bail!(
+                "VONAGE_SIGNATURE_SECRET is not set: without it anyone who can reach the webhooks \
+                 can ask whom a pool number connects to. Set it to your Vonage account's \
+                 signature secret, or, for local development only, set \
+                 ALLOW_UNSIGNED_WEBHOOKS=true to serve the webhooks unauthenticated"
+            );
+        }
+        let request_body_timeout_ms: u64 = env.parse("REQUEST_BODY_TIMEOUT_MS", 5000)?;
+        if !(100..=60_000).contains(&request_body_timeout_ms) {
+            bail!("REQUEST_BODY_TIMEOUT_MS must be between 100 and 60000");
         }
         let route_poll_interval = Duration::from_millis(env.parse("ROUTE_POLL_INTERVAL_MS", 500)?);
         let route_mirror_lease = Duration::from_millis(env.parse("ROUTE_MIRROR_LEASE_MS", 2000)?);
@@ -266,6 +280,7 @@ impl Settings {
                 allocation,
                 signature,
                 answer_db_timeout: Duration::from_millis(env.parse("ANSWER_DB_TIMEOUT_MS", 300)?),
+                request_body_timeout: Duration::from_millis(request_body_timeout_ms),
             },
             sweep_interval: Duration::from_secs(env.parse("SWEEP_INTERVAL_SECONDS", 60)?),
             spool_dir: env
@@ -296,7 +311,8 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn settings(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+    /// Settings from `vars` alone.
+    fn exactly(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -304,11 +320,41 @@ mod tests {
         Settings::from_lookup(|k| map.get(k).cloned())
     }
 
+    /// Settings from `vars`, serving unsigned webhooks unless `vars` say otherwise.
+    fn settings(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let mut all = vec![("ALLOW_UNSIGNED_WEBHOOKS", "true")];
+        all.extend_from_slice(vars);
+        exactly(&all)
+    }
+
+    #[test]
+    fn webhooks_must_be_signed_unless_unsigned_ones_are_allowed_explicitly() {
+        let base = [("ADMIN_TOKEN", "0123456789abcdef"), ("RETENTION_DAYS", "0")];
+        let err = exactly(&base).unwrap_err().to_string();
+        assert!(
+            err.contains("VONAGE_SIGNATURE_SECRET") && err.contains("ALLOW_UNSIGNED_WEBHOOKS"),
+            "{err}"
+        );
+        let err = exactly(&[base[0], base[1], ("ALLOW_UNSIGNED_WEBHOOKS", "false")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("VONAGE_SIGNATURE_SECRET"), "{err}");
+        let err = exactly(&[base[0], base[1], ("ALLOW_UNSIGNED_WEBHOOKS", "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ALLOW_UNSIGNED_WEBHOOKS"), "{err}");
+        let unsigned = exactly(&[base[0], base[1], ("ALLOW_UNSIGNED_WEBHOOKS", "true")]).unwrap();
+        assert!(unsigned.http.signature.secrets.is_empty());
+        let signed = exactly(&[base[0], base[1], ("VONAGE_SIGNATURE_SECRET", "a, b")]).unwrap();
+        assert_eq!(signed.http.signature.secrets, ["a", "b"]);
+    }
+
     #[test]
     fn defaults_apply_when_only_the_admin_token_is_set() {
         let s = settings(&[
             ("ADMIN_TOKEN", "0123456789abcdef"),
             ("RETENTION_HASH_KEY", "0123456789abcdef"),
+            ("VONAGE_SIGNATURE_SECRET", "signature-secret"),
         ])
         .unwrap();
         assert_eq!(s.listen_addr.to_string(), "127.0.0.1:8080");

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
+use voice_proxy_http::deadline::limit_body;
 use voice_proxy_http::telemetry::{MaskedRootSpan, echo_request_id};
 use voice_proxy_http::{Shared, configure};
 use voice_proxy_persistence::numbers::LoadLedger;
@@ -64,17 +65,23 @@ impl Application {
         );
         if !shared.verifier.enabled() {
             tracing::warn!(
-                "VONAGE_SIGNATURE_SECRET is not set: the answer and event webhooks are NOT \
-                 authenticated, so anyone who can reach them can ask whom a pool number connects \
-                 to. Set it to your Vonage account's signature secret."
+                "ALLOW_UNSIGNED_WEBHOOKS=true and no VONAGE_SIGNATURE_SECRET: the answer and \
+                 event webhooks are NOT authenticated, so anyone who can reach them can ask whom \
+                 a pool number connects to and rewrite call records. For local development only; \
+                 set VONAGE_SIGNATURE_SECRET to your Vonage account's signature secret."
             );
         }
+        let body_timeout = settings.http.request_body_timeout;
         let database = settings.database.clone();
         let mut server = HttpServer::new(move || {
             // Each worker gets its own pool, so its connections are driven by the runtime of the
             // worker that awaits them.
             let state = web::Data::new(shared.state(connect_lazy(database.clone(), &share)));
             App::new()
+                .wrap_fn(move |mut req, srv| {
+                    limit_body(&mut req, body_timeout);
+                    srv.call(req)
+                })
                 .wrap_fn(|req, srv| {
                     let response = srv.call(req);
                     async move { response.await.map(echo_request_id) }

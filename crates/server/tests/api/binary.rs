@@ -25,6 +25,7 @@ pub async fn start(vars: &[(&str, &str)]) -> Service {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_voice-proxy"));
     cmd.arg("serve")
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("ALLOW_UNSIGNED_WEBHOOKS", "true")
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
         .env("HTTP_WORKERS", "2")
@@ -84,6 +85,17 @@ impl Service {
             .unwrap()
             .success();
         assert!(ok, "kill -{signal}");
+    }
+
+    /// The service's resident memory, in KiB (`VmRSS` of /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status")
     }
 
     pub fn output(&self) -> Vec<String> {

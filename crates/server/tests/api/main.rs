@@ -19,4 +19,5 @@ mod resilience;
 mod retention;
 mod signatures;
 mod spool;
+mod stalled;
 mod webhooks;

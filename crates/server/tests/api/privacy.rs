@@ -33,6 +33,7 @@ async fn a_full_call_flow_logs_no_participant_number() {
         .arg("serve")
         .env("DATABASE_URL", &database_url)
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("ALLOW_UNSIGNED_WEBHOOKS", "true")
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")

@@ -42,6 +42,10 @@ async fn signed_app() -> (TestApp, Value) {
             &format!("retired-secret, {SECRET}"),
         ),
         ("VONAGE_API_KEY", "abcd1234"),
+        (
+            "VONAGE_APPLICATION_ID",
+            "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+        ),
         ("SIGNATURE_PAYLOAD_HASH", "enforce"),
     ])
     .await;
@@ -51,14 +55,21 @@ async fn signed_app() -> (TestApp, Value) {
 }
 
 async fn answer_with(app: &TestApp, proxy: &str, token: Option<String>) -> reqwest::Response {
+    let conversation = format!("CON-{}", uuid::Uuid::new_v4());
+    answer_in(app, proxy, &conversation, token).await
+}
+
+async fn answer_in(
+    app: &TestApp,
+    proxy: &str,
+    conversation: &str,
+    token: Option<String>,
+) -> reqwest::Response {
     let mut req = app.client.get(app.url("/webhooks/answer")).query(&[
         ("from", "16465550101"),
         ("to", proxy),
         ("uuid", "leg-1"),
-        (
-            "conversation_uuid",
-            &format!("CON-{}", uuid::Uuid::new_v4()),
-        ),
+        ("conversation_uuid", conversation),
     ]);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -108,8 +119,12 @@ async fn forged_answer_requests_are_refused_and_learn_nothing() {
         c["api_key"] = json!("someone-else");
         mint(&hs256(), &c, SECRET)
     };
+    let wrong_application = {
+        let mut c = claims(b"");
+        c["application_id"] = json!("bbbbbbbb-bbbb-cccc-dddd-0123456789ab");
+        mint(&hs256(), &c, SECRET)
+    };
     let cases: Vec<(&str, Option<String>)> = vec![
-        ("no signature", None),
         (
             "wrong secret",
             Some(mint(&hs256(), &claims(b""), "guessed-secret")),
@@ -118,6 +133,7 @@ async fn forged_answer_requests_are_refused_and_learn_nothing() {
         ("stale iat", Some(stale)),
         ("wrong issuer", Some(wrong_issuer)),
         ("wrong api key", Some(wrong_key)),
+        ("wrong application", Some(wrong_application)),
         ("garbage", Some("not.a.jwt".to_owned())),
     ];
     for (what, token) in cases {
@@ -131,19 +147,29 @@ async fn forged_answer_requests_are_refused_and_learn_nothing() {
         assert_eq!(v["status"], 401, "{what}");
         assert_eq!(v["code"], "invalid-signature", "{what}");
     }
-    // A replayed token: the first use is answered, the second refused.
+    // No signature at all: 503, which Vonage retries (it sends an unsigned callback only when it
+    // has an internal error).
+    let r = answer_with(&app, &proxy, None).await;
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body = assert_problem(r, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["code"], "signature-missing");
+    assert!(!body.to_string().contains("16465550102"));
+    // A token reused on another request (another call) is refused.
     let token = mint(&hs256(), &claims(b""), SECRET);
+    let first = answer_in(&app, &proxy, "CON-first", Some(token.clone())).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let first: Value = first.json().await.unwrap();
     assert_eq!(
         answer_with(&app, &proxy, Some(token.clone()))
             .await
             .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        answer_with(&app, &proxy, Some(token)).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    // Refused requests record no call: only the one genuine request did.
+    // The very same request again (Vonage retrying it) is answered again, the same way.
+    let again = answer_in(&app, &proxy, "CON-first", Some(token)).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    // Refused requests record no call, and the retry no second one.
     assert_eq!(app.count("SELECT count(*) FROM calls").await, 1);
     let metrics = app
         .client
@@ -191,18 +217,100 @@ async fn signed_events_are_checked_against_their_body() {
     .await;
     assert_problem(
         post(None, body.clone()).await.unwrap(),
-        StatusCode::UNAUTHORIZED,
+        StatusCode::SERVICE_UNAVAILABLE,
     )
     .await;
+    // Vonage's retry of the event, with the same token and body: accepted, stored once.
+    let token = mint(&hs256(), &claims(body.as_bytes()), SECRET);
+    for _ in 0..2 {
+        assert_eq!(
+            post(Some(token.clone()), body.clone())
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::NO_CONTENT
+        );
+    }
     assert_eq!(app.count("SELECT count(*) FROM call_events").await, 1);
 }
 
 #[tokio::test]
-async fn without_a_secret_webhooks_are_accepted_unsigned() {
+async fn unsigned_webhooks_are_served_only_when_allowed_and_the_metrics_say_so() {
     let app = spawn_app().await;
     app.add_numbers(&["12125550123"]).await;
     let ncco = app
         .answer("16465550101", "12125550123", "CON-unsigned")
         .await;
     assert_eq!(ncco[0]["action"], "talk");
+    assert!(
+        metrics(&app)
+            .await
+            .contains("webhook_signatures_enforced 0")
+    );
+    let (signed, _) = signed_app().await;
+    assert!(
+        metrics(&signed)
+            .await
+            .contains("webhook_signatures_enforced 1")
+    );
+}
+
+async fn metrics(app: &TestApp) -> String {
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn claims_vonage_may_add_do_not_cause_a_refusal() {
+    let (app, p) = signed_app().await;
+    let mut c = claims(b"");
+    c["aud"] = json!("https://proxy.example.com");
+    c["nbf"] = json!(chrono::Utc::now().timestamp() - 5);
+    let r = answer_with(&app, &proxy_of(&p, 0), Some(mint(&hs256(), &c, SECRET))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// A forged request is refused on its header: its body is never waited for.
+#[tokio::test]
+async fn a_forged_request_is_refused_before_its_body_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (app, _) = signed_app().await;
+    let forged = mint(&hs256(), &claims(b"{}"), "guessed-secret");
+    let mut socket = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // Headers, and the first byte of a body of 10,000 that never comes.
+    let head = format!(
+        "POST /webhooks/event HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         authorization: Bearer {forged}\r\ncontent-length: 10000\r\n\r\n{{"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut answer))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+/// The safe setting is the default: the binary does not serve unauthenticated webhooks unless
+/// told to, and says which settings to use.
+#[tokio::test]
+async fn the_service_refuses_to_start_without_a_signature_secret() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voice-proxy"))
+        .arg("serve")
+        .env_clear()
+        .env("ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env("RETENTION_DAYS", "0")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("VONAGE_SIGNATURE_SECRET") && stderr.contains("ALLOW_UNSIGNED_WEBHOOKS"),
+        "{stderr}"
+    );
 }

@@ -1,0 +1,86 @@
+//! A deadline for request bodies: a body that has not arrived in full within the deadline, counted
+//! from when the request's head was read, ends in an error (the handler answers 408 and the
+//! connection is closed). Without it, a client that sends headers and then stalls holds its
+//! connection, and the buffers of a half-read body, for as long as it likes.
+//!
+//! Only the body is covered: actix-web already bounds the time to send the head
+//! (`client_request_timeout`, 5 s).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::HttpMessage;
+use actix_web::dev::{Payload, ServiceRequest};
+use actix_web::error::PayloadError;
+use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use actix_web::web::Bytes;
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
+
+/// The error a body stream ends with when its deadline passes.
+pub fn is_body_timeout(e: &PayloadError) -> bool {
+    matches!(e, PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// Wraps the body of `req`, if it has one, so that reading it fails once `limit` has passed.
+pub fn limit_body(req: &mut ServiceRequest, limit: Duration) {
+    let has_body =
+        req.headers().contains_key(CONTENT_LENGTH) || req.headers().contains_key(TRANSFER_ENCODING);
+    if !has_body {
+        return;
+    }
+    let inner = req.take_payload();
+    let deadline = Instant::now() + limit;
+    let stream: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> = Box::pin(DeadlineBody {
+        inner,
+        deadline,
+        sleep: None,
+        done: false,
+    });
+    req.set_payload(Payload::from(stream));
+}
+
+struct DeadlineBody {
+    inner: Payload,
+    deadline: Instant,
+    /// Created the first time the body is not all there: most bodies arrive with their head,
+    /// and their requests then register no timer.
+    sleep: Option<Pin<Box<Sleep>>>,
+    done: bool,
+}
+
+impl Stream for DeadlineBody {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(item)) => Poll::Ready(Some(item)),
+            Poll::Pending => {
+                let deadline = self.deadline;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => {
+                        self.done = true;
+                        metrics::counter!("request_body_timeouts_total").increment(1);
+                        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the request body did not arrive in time",
+                        )))))
+                    }
+                }
+            }
+        }
+    }
+}
