@@ -1,5 +1,6 @@
 //! Calls: what happened to one inbound call, folded from the events Vonage reports.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -50,18 +51,21 @@ pub enum CallOutcome {
     NoPairing,
     /// The caller had a pairing on the dialled number, but it is closed or expired.
     PairingEnded,
-    /// The caller id was withheld, empty or not a number.
+    /// The caller id was withheld or empty.
     Anonymous,
+    /// The caller is not a phone number: an in-app user (`from_user`) or a SIP URI.
+    UnsupportedCaller,
     /// The request lacked what Vonage always sends (`uuid`, `conversation_uuid`, `to`).
     InvalidRequest,
 }
 
 impl CallOutcome {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Routed,
         Self::NoPairing,
         Self::PairingEnded,
         Self::Anonymous,
+        Self::UnsupportedCaller,
         Self::InvalidRequest,
     ];
 
@@ -71,6 +75,7 @@ impl CallOutcome {
             Self::NoPairing => "no_pairing",
             Self::PairingEnded => "pairing_ended",
             Self::Anonymous => "anonymous",
+            Self::UnsupportedCaller => "unsupported_caller",
             Self::InvalidRequest => "invalid_request",
         }
     }
@@ -155,6 +160,41 @@ impl CallStatus {
     pub fn is_final(&self) -> bool {
         self.rank() == 4
     }
+
+    /// The leg ended without being answered: the callee was busy, did not answer in time,
+    /// could not be reached or refused, or the caller hung up while it rang.
+    pub fn ended_unanswered(&self) -> bool {
+        matches!(
+            self,
+            Self::Busy
+                | Self::Timeout
+                | Self::Unanswered
+                | Self::Cancelled
+                | Self::Rejected
+                | Self::Failed
+        )
+    }
+
+    /// The callee could not be reached or would not take the call: the caller is told so
+    /// (`cancelled` is the caller hanging up, so there is nobody left to tell).
+    pub fn callee_unavailable(&self) -> bool {
+        self.ended_unanswered() && *self != Self::Cancelled
+    }
+
+    /// Every status Vonage documents (`Other` aside).
+    pub const KNOWN: [&'static str; 11] = [
+        "started",
+        "ringing",
+        "answered",
+        "completed",
+        "busy",
+        "cancelled",
+        "unanswered",
+        "rejected",
+        "failed",
+        "timeout",
+        "disconnected",
+    ];
 }
 
 /// An amount of money as Vonage writes it (`"0.00052500"` or `0.000525`), held exactly in units
@@ -209,18 +249,21 @@ impl fmt::Display for Money {
     }
 }
 
+/// The longest identifier (conversation, leg or recording uuid) an event may carry. Vonage's are
+/// under 50 characters; longer ones are refused before they reach the database.
+pub const MAX_ID_CHARS: usize = 100;
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EventError {
     #[error("the event is not a JSON object")]
     NotAnObject,
-    #[error("the event names no conversation or call leg (conversation_uuid, uuid or call_uuid)")]
-    NoCallReference,
-    #[error("field `{0}` has the wrong type")]
-    WrongType(&'static str),
-    #[error("field `{0}` is not a timestamp (RFC 3339 or YYYY-MM-DD HH:MM:SS)")]
-    BadTimestamp(&'static str),
-    #[error("field `{0}` is not a non-negative decimal number")]
-    BadNumber(&'static str),
+    #[error(
+        "the event names no conversation (conversation_uuid, or conversation_uuid_from and \
+         conversation_uuid_to for a transfer)"
+    )]
+    NoConversation,
+    #[error("field `{0}` is longer than {MAX_ID_CHARS} characters")]
+    TooLong(&'static str),
     #[error("the event holds a NUL character, which no field may contain")]
     NulCharacter,
 }
@@ -236,10 +279,16 @@ fn holds_nul(value: &Value) -> bool {
 }
 
 /// One event webhook payload, with the fields we fold into a call. The whole payload is kept as
-/// received, so nothing Vonage sends is lost, whatever fields it adds.
+/// received, so nothing Vonage sends is lost, whatever fields it adds; a field we use but cannot
+/// read (a wrong type, a date that is not one) is left out of the fold and named in `unreadable`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallEvent {
-    pub conversation_uuid: Option<String>,
+    /// The conversation the event belongs to; for a transfer, the one the leg left
+    /// (`conversation_uuid_from`).
+    pub conversation_uuid: String,
+    /// For a transfer, the conversation the leg joined (`conversation_uuid_to`): the event
+    /// belongs to that call too.
+    pub linked_conversation_uuid: Option<String>,
     /// The leg this event is about (`uuid`, or `call_uuid` on machine-detection events).
     pub leg_uuid: Option<String>,
     pub status: Option<CallStatus>,
@@ -250,44 +299,143 @@ pub struct CallEvent {
     pub duration_seconds: Option<i64>,
     pub price: Option<Money>,
     pub rate: Option<Money>,
+    /// Fields present that could not be read, and so play no part in the call record.
+    pub unreadable: Vec<&'static str>,
     pub payload: Value,
 }
 
+/// Reads the fields of an event, noting those it cannot read.
+struct Reader<'a> {
+    obj: &'a Map<String, Value>,
+    unreadable: Vec<&'static str>,
+}
+
+impl Reader<'_> {
+    /// A uuid Vonage sends as a string (a number is taken as its digits). Longer than
+    /// [`MAX_ID_CHARS`]: an error, as no genuine event has one.
+    fn id(&mut self, key: &'static str) -> Result<Option<String>, EventError> {
+        let value = match self.obj.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) => s.trim().to_owned(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => {
+                self.unreadable.push(key);
+                return Ok(None);
+            }
+        };
+        if value.chars().count() > MAX_ID_CHARS {
+            return Err(EventError::TooLong(key));
+        }
+        Ok((!value.is_empty()).then_some(value))
+    }
+
+    /// A short word such as a status or a direction.
+    fn word(&mut self, key: &'static str) -> Option<String> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) if s.chars().count() <= MAX_ID_CHARS => Some(s.clone()),
+            Some(_) => {
+                self.unreadable.push(key);
+                None
+            }
+        }
+    }
+
+    /// A number Vonage may send as a JSON number or as a numeric string.
+    fn money(&mut self, key: &'static str) -> Option<Money> {
+        let parsed = match self.obj.get(key) {
+            None | Some(Value::Null) => return None,
+            Some(Value::String(s)) if s.trim().is_empty() => return None,
+            Some(Value::String(s)) => Money::parse(s),
+            Some(Value::Number(n)) => Money::parse(&n.to_string()),
+            Some(_) => None,
+        };
+        if parsed.is_none() {
+            self.unreadable.push(key);
+        }
+        parsed
+    }
+
+    fn seconds(&mut self, key: &'static str) -> Option<i64> {
+        let money = self.money(key)?;
+        let whole = money.to_string().parse::<i64>().ok();
+        if whole.is_none() {
+            self.unreadable.push(key);
+        }
+        whole
+    }
+
+    fn time(&mut self, key: &'static str) -> Option<DateTime<Utc>> {
+        let raw = self.word(key)?;
+        let parsed = parse_timestamp(&raw);
+        if parsed.is_none() {
+            self.unreadable.push(key);
+        }
+        parsed
+    }
+}
+
 impl CallEvent {
+    /// Reads an event. Refused only when it cannot be stored or filed: not a JSON object, no
+    /// conversation named, an identifier too long, a NUL character. Any other field that cannot
+    /// be read is kept in the payload and named in `unreadable`.
     pub fn parse(payload: Value) -> Result<Self, EventError> {
         let obj = payload.as_object().ok_or(EventError::NotAnObject)?;
         if holds_nul(&payload) {
             return Err(EventError::NulCharacter);
         }
-        let conversation_uuid = string_field(obj, "conversation_uuid")?;
-        let leg_uuid = match string_field(obj, "uuid")? {
-            Some(u) => Some(u),
-            None => string_field(obj, "call_uuid")?,
+        let mut r = Reader {
+            obj,
+            unreadable: Vec::new(),
         };
-        let has_transfer_ref = string_field(obj, "conversation_uuid_from")?.is_some();
-        if conversation_uuid.is_none() && leg_uuid.is_none() && !has_transfer_ref {
-            return Err(EventError::NoCallReference);
-        }
-        let duration_seconds = number_field(obj, "duration")?
-            .map(|m| {
-                let s = m.to_string();
-                s.parse::<i64>()
-                    .map_err(|_| EventError::BadNumber("duration"))
-            })
-            .transpose()?;
+        let conversation = r.id("conversation_uuid")?;
+        let moved_from = r.id("conversation_uuid_from")?;
+        let moved_to = r.id("conversation_uuid_to")?;
+        let leg_uuid = match r.id("uuid")? {
+            Some(u) => Some(u),
+            None => r.id("call_uuid")?,
+        };
+        r.id("recording_uuid")?;
+        let conversation_uuid = conversation
+            .clone()
+            .or_else(|| moved_from.clone())
+            .or_else(|| moved_to.clone())
+            .ok_or(EventError::NoConversation)?;
+        let linked_conversation_uuid = [moved_to, moved_from]
+            .into_iter()
+            .flatten()
+            .find(|c| *c != conversation_uuid);
+        let status = r.word("status").map(|s| CallStatus::parse(&s));
+        let direction = r.word("direction");
+        let timestamp = r.time("timestamp");
+        let start_time = r.time("start_time");
+        let end_time = r.time("end_time");
+        let duration_seconds = r.seconds("duration");
+        let price = r.money("price");
+        let rate = r.money("rate");
+        let unreadable = r.unreadable;
         Ok(Self {
             conversation_uuid,
+            linked_conversation_uuid,
             leg_uuid,
-            status: string_field(obj, "status")?.map(|s| CallStatus::parse(&s)),
-            direction: string_field(obj, "direction")?,
-            timestamp: time_field(obj, "timestamp")?,
-            start_time: time_field(obj, "start_time")?,
-            end_time: time_field(obj, "end_time")?,
+            status,
+            direction,
+            timestamp,
+            start_time,
+            end_time,
             duration_seconds,
-            price: number_field(obj, "price")?,
-            rate: number_field(obj, "rate")?,
+            price,
+            rate,
+            unreadable,
             payload,
         })
+    }
+
+    /// Every conversation the event belongs to (two for a transfer).
+    pub fn conversations(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.conversation_uuid.as_str())
+            .chain(self.linked_conversation_uuid.as_deref())
     }
 
     /// The key under which a retried delivery of this event is recognised as the same event:
@@ -309,38 +457,14 @@ impl CallEvent {
     }
 }
 
-fn string_field(obj: &Map<String, Value>, key: &'static str) -> Result<Option<String>, EventError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(EventError::WrongType(key)),
-    }
+/// The earliest and latest instants Postgres's `timestamptz` and every part of this service can
+/// hold: years 1 to 9999.
+pub fn timestamp_in_range(t: &DateTime<Utc>) -> bool {
+    (1..=9999).contains(&chrono::Datelike::year(t))
 }
 
-/// A number Vonage may send as a JSON number or as a numeric string.
-fn number_field(obj: &Map<String, Value>, key: &'static str) -> Result<Option<Money>, EventError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Money::parse(s).map(Some).ok_or(EventError::BadNumber(key)),
-        Some(Value::Number(n)) => Money::parse(&n.to_string())
-            .map(Some)
-            .ok_or(EventError::BadNumber(key)),
-        Some(_) => Err(EventError::WrongType(key)),
-    }
-}
-
-fn time_field(
-    obj: &Map<String, Value>,
-    key: &'static str,
-) -> Result<Option<DateTime<Utc>>, EventError> {
-    string_field(obj, key)?
-        .map(|s| parse_timestamp(&s).ok_or(EventError::BadTimestamp(key)))
-        .transpose()
-}
-
-/// Accepts RFC 3339 (with or without fractional seconds) and `YYYY-MM-DD HH:MM:SS` in UTC.
+/// Accepts RFC 3339 (with or without fractional seconds) and `YYYY-MM-DD HH:MM:SS` in UTC, in
+/// the years 1 to 9999.
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
@@ -350,73 +474,160 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
                 .ok()
                 .map(|n| n.and_utc())
         })
+        .filter(timestamp_in_range)
 }
 
 /// A call record's fields that come from its events.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CallProgress {
-    /// The latest state of the connected leg where there is one, else of the inbound leg.
+    /// How the call ended, or how far it has got: the callee's leg where there is one, else the
+    /// caller's. A callee leg that ended without being answered keeps that status (`busy`,
+    /// `timeout`, `unanswered`, `cancelled`, `rejected`, `failed`) even though Vonage reports
+    /// `completed` for it afterwards; `completed` means the leg was answered.
     pub status: Option<CallStatus>,
+    /// When the deciding leg was answered; none if it never was.
     pub answered_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
-    /// Talk time: the connected leg's duration.
+    /// Talk time: the answered deciding leg's duration.
     pub duration_seconds: Option<i64>,
     /// The sum of every leg's price.
     pub price: Option<Money>,
+}
+
+/// What one leg's events say about it.
+#[derive(Debug)]
+struct LegSummary {
+    status: Option<CallStatus>,
+    /// When the status was reported (ties between legs go to the latest).
+    at: Option<DateTime<Utc>>,
+    answered_at: Option<DateTime<Utc>>,
+    answered: bool,
+    duration_seconds: Option<i64>,
+}
+
+impl LegSummary {
+    fn of(events: &[&CallEvent]) -> Self {
+        let latest = |candidates: &mut dyn Iterator<Item = &&CallEvent>| {
+            candidates
+                .filter_map(|e| Some((e.status.as_ref()?, e.timestamp)))
+                .max_by(|(a, ta), (b, tb)| {
+                    a.rank()
+                        .cmp(&b.rank())
+                        .then(ta.cmp(tb))
+                        .then_with(|| a.as_str().cmp(b.as_str()))
+                })
+                .map(|(s, t)| (s.clone(), t))
+        };
+        // A leg that ended unanswered: that is its status, whatever `completed` followed.
+        if let Some((status, at)) = latest(
+            &mut events
+                .iter()
+                .filter(|e| e.status.as_ref().is_some_and(CallStatus::ended_unanswered)),
+        ) {
+            return Self {
+                status: Some(status),
+                at,
+                answered_at: None,
+                answered: false,
+                duration_seconds: None,
+            };
+        }
+        let (status, at) = latest(
+            &mut events
+                .iter()
+                .filter(|e| e.status.as_ref().is_some_and(|s| s.rank() > 0)),
+        )
+        .unzip();
+        let completed = || {
+            events
+                .iter()
+                .filter(|e| e.status == Some(CallStatus::Completed))
+        };
+        let answered = events
+            .iter()
+            .any(|e| e.status == Some(CallStatus::Answered))
+            || completed().any(|e| e.duration_seconds.is_some_and(|d| d > 0));
+        let answered_at = answered
+            .then(|| {
+                events
+                    .iter()
+                    .filter(|e| e.status == Some(CallStatus::Answered))
+                    .filter_map(|e| e.timestamp)
+                    .chain(completed().filter_map(|e| e.start_time))
+                    .min()
+            })
+            .flatten();
+        Self {
+            status,
+            at: at.flatten(),
+            answered_at,
+            answered,
+            duration_seconds: answered
+                .then(|| completed().filter_map(|e| e.duration_seconds).max())
+                .flatten(),
+        }
+    }
 }
 
 impl CallProgress {
     /// Folds a conversation's events into its call record. The result depends only on the set of
     /// events, not on the order they arrived in, so a late `ringing` never undoes a `completed`.
     /// `inbound_leg` is the caller's leg (from the answer webhook); every other leg of the
-    /// conversation is the connected one.
+    /// conversation is a callee's.
     pub fn fold(inbound_leg: Option<&str>, events: &[CallEvent]) -> Self {
-        let is_connected_leg = |e: &CallEvent| match (&e.leg_uuid, inbound_leg) {
+        let is_callee_leg = |e: &CallEvent| match (&e.leg_uuid, inbound_leg) {
             (Some(leg), Some(inbound)) => leg != inbound,
             (Some(_), None) => e.direction.as_deref() == Some("outbound"),
             (None, _) => false,
         };
-        let connected: Vec<&CallEvent> = events.iter().filter(|e| is_connected_leg(e)).collect();
-        let status_events: Vec<&CallEvent> = if connected.iter().any(|e| e.status.is_some()) {
-            connected.clone()
-        } else {
-            events
-                .iter()
-                .filter(|e| e.leg_uuid.is_some() && !is_connected_leg(e))
-                .collect()
+        let mut callee_legs: BTreeMap<&str, Vec<&CallEvent>> = BTreeMap::new();
+        let mut caller_legs: BTreeMap<&str, Vec<&CallEvent>> = BTreeMap::new();
+        for e in events {
+            let Some(leg) = e.leg_uuid.as_deref() else {
+                continue;
+            };
+            let legs = if is_callee_leg(e) {
+                &mut callee_legs
+            } else {
+                &mut caller_legs
+            };
+            legs.entry(leg).or_default().push(e);
+        }
+        let has_status = |legs: &BTreeMap<&str, Vec<&CallEvent>>| {
+            legs.values().flatten().any(|e| e.status.is_some())
         };
-        let status = status_events
-            .iter()
-            .filter_map(|e| e.status.as_ref().map(|s| (s, e.timestamp)))
-            .filter(|(s, _)| s.rank() > 0)
-            .max_by(|(a, ta), (b, tb)| {
-                a.rank()
-                    .cmp(&b.rank())
-                    .then(ta.cmp(tb))
-                    .then_with(|| a.as_str().cmp(b.as_str()))
-            })
-            .map(|(s, _)| s.clone());
-
-        let answered_at = status_events
-            .iter()
-            .filter(|e| e.status == Some(CallStatus::Answered))
-            .filter_map(|e| e.timestamp)
-            .chain(
-                status_events
-                    .iter()
-                    .filter(|e| e.status == Some(CallStatus::Completed))
-                    .filter_map(|e| e.start_time),
-            )
-            .min();
+        let deciding = if has_status(&callee_legs) {
+            callee_legs
+        } else {
+            caller_legs
+        };
+        // One leg decides (the connect action dials one endpoint): an answered leg before one
+        // that was not, then the furthest, then the latest.
+        let chosen = deciding
+            .values()
+            .map(|events| LegSummary::of(events))
+            .max_by(|a, b| {
+                a.answered
+                    .cmp(&b.answered)
+                    .then_with(|| {
+                        let rank = |l: &LegSummary| l.status.as_ref().map_or(0, CallStatus::rank);
+                        rank(a).cmp(&rank(b))
+                    })
+                    .then(a.at.cmp(&b.at))
+                    .then_with(|| {
+                        let name =
+                            |l: &LegSummary| l.status.as_ref().map(|s| s.as_str().to_owned());
+                        name(a).cmp(&name(b))
+                    })
+            });
+        let (status, answered_at, duration_seconds) = match chosen {
+            Some(leg) => (leg.status, leg.answered_at, leg.duration_seconds),
+            None => (None, None, None),
+        };
         let ended_at = events
             .iter()
             .filter(|e| e.status.as_ref().is_some_and(CallStatus::is_final))
             .filter_map(|e| e.end_time.or(e.timestamp))
-            .max();
-        let duration_seconds = connected
-            .iter()
-            .filter(|e| e.status == Some(CallStatus::Completed))
-            .filter_map(|e| e.duration_seconds)
             .max();
         // One price per leg: the leg's final event carries it; count each leg once.
         let mut priced_legs: Vec<(&str, Money)> = Vec::new();
@@ -573,35 +784,79 @@ mod tests {
     }
 
     #[test]
-    fn malformed_events_are_refused() {
+    fn only_events_that_cannot_be_stored_or_filed_are_refused() {
         assert_eq!(
             CallEvent::parse(json!([1, 2])),
             Err(EventError::NotAnObject)
         );
         assert_eq!(
-            CallEvent::parse(json!({"status": "answered"})),
-            Err(EventError::NoCallReference)
+            CallEvent::parse(json!({"uuid": "a", "status": "answered"})),
+            Err(EventError::NoConversation)
         );
         assert_eq!(
-            CallEvent::parse(json!({"uuid": "a", "status": 5})),
-            Err(EventError::WrongType("status"))
+            CallEvent::parse(json!({"conversation_uuid": "x".repeat(101)})),
+            Err(EventError::TooLong("conversation_uuid"))
         );
         assert_eq!(
-            CallEvent::parse(json!({"uuid": "a", "timestamp": "yesterday"})),
-            Err(EventError::BadTimestamp("timestamp"))
+            CallEvent::parse(json!({"conversation_uuid": "CON-1", "uuid": "y".repeat(60_000)})),
+            Err(EventError::TooLong("uuid"))
         );
         assert_eq!(
-            CallEvent::parse(json!({"uuid": "a", "price": "-1"})),
-            Err(EventError::BadNumber("price"))
-        );
-        assert_eq!(
-            CallEvent::parse(json!({"uuid": "a", "duration": "1.5"})),
-            Err(EventError::BadNumber("duration"))
-        );
-        assert_eq!(
-            CallEvent::parse(json!({"uuid": "a", "extra": {"deep": ["x\u{0}y"]}})),
+            CallEvent::parse(json!({"conversation_uuid": "CON-1", "extra": {"deep": ["x\u{0}y"]}})),
             Err(EventError::NulCharacter)
         );
+        assert!(CallEvent::parse(json!({"conversation_uuid": "x".repeat(100)})).is_ok());
+    }
+
+    #[test]
+    fn fields_that_do_not_parse_are_kept_but_left_out_of_the_fold() {
+        let payload = json!({"uuid": "a", "conversation_uuid": "CON-1", "status": 5,
+            "timestamp": "yesterday", "price": "-1", "duration": "1.5",
+            "start_time": "-5000-01-01T00:00:00Z", "direction": {"x": 1}});
+        let e = CallEvent::parse(payload.clone()).unwrap();
+        assert_eq!(e.status, None);
+        assert_eq!(e.timestamp, None);
+        assert_eq!(e.price, None);
+        assert_eq!(e.duration_seconds, None);
+        assert_eq!(e.start_time, None);
+        assert_eq!(e.direction, None);
+        let mut unreadable = e.unreadable.clone();
+        unreadable.sort();
+        assert_eq!(
+            unreadable,
+            [
+                "direction",
+                "duration",
+                "price",
+                "start_time",
+                "status",
+                "timestamp"
+            ]
+        );
+        assert_eq!(e.payload, payload, "kept as received");
+    }
+
+    #[test]
+    fn a_transfer_belongs_to_both_conversations() {
+        let e = CallEvent::parse(json!({"uuid": "leg", "type": "transfer",
+            "conversation_uuid_from": "CON-a", "conversation_uuid_to": "CON-b",
+            "timestamp": "2020-07-01T20:45:34.796Z"}))
+        .unwrap();
+        assert_eq!(e.conversations().collect::<Vec<_>>(), ["CON-a", "CON-b"]);
+        let error = CallEvent::parse(json!({"reason": "Syntax error in NCCO",
+            "conversation_uuid": "CON-a", "timestamp": "2020-07-01T20:45:34.796Z"}))
+        .unwrap();
+        assert_eq!(error.conversations().collect::<Vec<_>>(), ["CON-a"]);
+    }
+
+    #[test]
+    fn timestamps_outside_what_postgres_holds_are_not_timestamps() {
+        assert!(parse_timestamp("2024-05-01T10:00:00Z").is_some());
+        assert!(parse_timestamp("0001-01-01T00:00:00Z").is_some());
+        assert!(parse_timestamp("9999-12-31T23:59:59Z").is_some());
+        assert_eq!(parse_timestamp("-5000-01-01T00:00:00Z"), None);
+        assert_eq!(parse_timestamp("0000-01-01T00:00:00Z"), None);
+        assert_eq!(parse_timestamp("+10000-01-01T00:00:00Z"), None);
     }
 
     #[test]
@@ -624,7 +879,10 @@ mod tests {
         assert_eq!(rec1.dedup_key(), rec2.dedup_key());
         // Found by fuzzing: a payload read back from the spool must hash as it did first.
         let odd = CallEvent::parse(
-            serde_json::from_str(r#"{"uuid":"a","n":222222222222222222222245,"":""}"#).unwrap(),
+            serde_json::from_str(
+                r#"{"uuid":"a","conversation_uuid":"CON-1","n":222222222222222222222245,"":""}"#,
+            )
+            .unwrap(),
         )
         .unwrap();
         let again =
@@ -643,21 +901,128 @@ mod tests {
         assert_eq!(Money::parse("."), None);
     }
 
+    /// A call whose callee leg ended `status` without being answered: Vonage reports that
+    /// status, then `completed` for the same leg. The caller's leg was answered by Vonage (to
+    /// connect it) and completed too.
+    fn unconnected_call(status: &str) -> Vec<CallEvent> {
+        vec![
+            ev(INBOUND, "started", "2024-05-01T10:00:00.000Z", json!({})),
+            ev(INBOUND, "answered", "2024-05-01T10:00:01.000Z", json!({})),
+            ev(OUTBOUND, "started", "2024-05-01T10:00:01.500Z", json!({})),
+            ev(OUTBOUND, "ringing", "2024-05-01T10:00:02.000Z", json!({})),
+            ev(OUTBOUND, status, "2024-05-01T10:00:30.000Z", json!({})),
+            ev(
+                OUTBOUND,
+                "completed",
+                "2024-05-01T10:00:30.100Z",
+                json!({"duration": "0", "price": "0"}),
+            ),
+            ev(
+                INBOUND,
+                "completed",
+                "2024-05-01T10:00:31.000Z",
+                json!({"duration": "30", "price": "0.0012",
+                       "start_time": "2024-05-01T10:00:01.000Z"}),
+            ),
+        ]
+    }
+
+    const UNANSWERED: [&str; 6] = [
+        "busy",
+        "timeout",
+        "unanswered",
+        "cancelled",
+        "rejected",
+        "failed",
+    ];
+
+    #[test]
+    fn a_callee_who_did_not_answer_keeps_that_status_after_completed() {
+        for status in UNANSWERED {
+            let p = CallProgress::fold(Some(INBOUND), &unconnected_call(status));
+            assert_eq!(p.status, Some(CallStatus::parse(status)), "{status}");
+            assert_eq!(p.answered_at, None, "{status}: never answered");
+            assert_eq!(p.duration_seconds, None, "{status}: no talk time");
+            assert_eq!(p.price.unwrap().to_string(), "0.0012", "{status}");
+            assert_eq!(p.ended_at, parse_timestamp("2024-05-01T10:00:31.000Z"));
+        }
+    }
+
+    #[test]
+    fn without_a_callee_leg_the_callers_leg_decides_the_same_way() {
+        let events = vec![
+            ev(INBOUND, "started", "2024-05-01T10:00:00Z", json!({})),
+            ev(INBOUND, "answered", "2024-05-01T10:00:01Z", json!({})),
+            ev(
+                INBOUND,
+                "completed",
+                "2024-05-01T10:00:06Z",
+                json!({"duration": "5", "start_time": "2024-05-01T10:00:01Z"}),
+            ),
+        ];
+        let p = CallProgress::fold(Some(INBOUND), &events);
+        assert_eq!(p.status, Some(CallStatus::Completed));
+        assert_eq!(p.answered_at, parse_timestamp("2024-05-01T10:00:01Z"));
+        assert_eq!(p.duration_seconds, Some(5));
+        let hung_up_while_ringing = vec![
+            ev(INBOUND, "started", "2024-05-01T10:00:00Z", json!({})),
+            ev(INBOUND, "cancelled", "2024-05-01T10:00:03Z", json!({})),
+            ev(
+                INBOUND,
+                "completed",
+                "2024-05-01T10:00:03Z",
+                json!({"duration": "0"}),
+            ),
+        ];
+        let p = CallProgress::fold(Some(INBOUND), &hung_up_while_ringing);
+        assert_eq!(p.status, Some(CallStatus::Cancelled));
+        assert_eq!((p.answered_at, p.duration_seconds), (None, None));
+    }
+
+    /// Events, and the status, answered time and talk time they must fold to.
+    type Scenario = (
+        Vec<CallEvent>,
+        CallStatus,
+        Option<DateTime<Utc>>,
+        Option<i64>,
+    );
+
+    /// Every scenario with its expected status, answered time and talk time.
+    fn scenarios() -> Vec<Scenario> {
+        let mut all = vec![(
+            completed_call(),
+            CallStatus::Completed,
+            parse_timestamp("2024-05-01T10:00:05.000Z"),
+            Some(132),
+        )];
+        for status in UNANSWERED {
+            all.push((
+                unconnected_call(status),
+                CallStatus::parse(status),
+                None,
+                None,
+            ));
+        }
+        all
+    }
+
     proptest! {
         #[test]
-        fn the_fold_does_not_depend_on_arrival_order(seed in any::<u64>()) {
-            let mut events = completed_call();
-            // A deterministic shuffle driven by the seed.
-            let mut s = seed;
-            for i in (1..events.len()).rev() {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let j = (s >> 33) as usize % (i + 1);
-                events.swap(i, j);
-            }
-            prop_assert_eq!(
-                CallProgress::fold(Some(INBOUND), &events),
-                CallProgress::fold(Some(INBOUND), &completed_call())
-            );
+        fn the_fold_does_not_depend_on_arrival_order_or_repeats(
+            (index, events, repeats) in (0..7usize).prop_flat_map(|i| {
+                let events = scenarios().swap_remove(i).0;
+                let n = events.len();
+                (Just(i), Just(events).prop_shuffle(), proptest::collection::vec(0..n, 0..4))
+            })
+        ) {
+            let (original, status, answered_at, duration) = scenarios().swap_remove(index);
+            let mut arrived = events.clone();
+            arrived.extend(repeats.into_iter().map(|r| events[r].clone()));
+            let folded = CallProgress::fold(Some(INBOUND), &arrived);
+            prop_assert_eq!(&folded, &CallProgress::fold(Some(INBOUND), &original));
+            prop_assert_eq!(folded.status, Some(status));
+            prop_assert_eq!(folded.answered_at, answered_at);
+            prop_assert_eq!(folded.duration_seconds, duration);
         }
 
         #[test]

@@ -20,6 +20,10 @@ pub enum Action {
     Connect {
         /// The caller id the callee sees: one of our pool numbers.
         from: String,
+        /// `synchronous` with an `eventUrl`: Vonage waits for what the event webhook answers to
+        /// the callee leg's state changes, so it can tell the caller that nobody answered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        event_type: Option<&'static str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         event_url: Option<Vec<String>>,
         /// Seconds to ring before giving up.
@@ -38,7 +42,8 @@ pub enum Endpoint {
 
 impl Ncco {
     /// Connects the caller to `callee`, showing `shown_number` (the callee's own proxy number, so
-    /// that a call back reaches the caller again).
+    /// that a call back reaches the caller again). With an `event_url`, the connect is
+    /// synchronous: the callee leg's events go there, and what it answers is played.
     pub fn connect(
         callee: &PhoneNumber,
         shown_number: &PhoneNumber,
@@ -47,6 +52,7 @@ impl Ncco {
     ) -> Self {
         Self(vec![Action::Connect {
             from: shown_number.expose().to_owned(),
+            event_type: event_url.as_ref().map(|_| "synchronous"),
             event_url: event_url.map(|u| vec![u]),
             timeout: ring_timeout_seconds,
             endpoint: vec![Endpoint::Phone {
@@ -92,6 +98,7 @@ mod tests {
             json!([{
                 "action": "connect",
                 "from": "447400123789",
+                "eventType": "synchronous",
                 "eventUrl": ["https://proxy.example.com/webhooks/event"],
                 "timeout": 45,
                 "endpoint": [{"type": "phone", "number": "447400123456"}]

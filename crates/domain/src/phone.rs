@@ -227,25 +227,33 @@ impl fmt::Debug for PhoneNumber {
     }
 }
 
-/// The caller id of an inbound call as Vonage reports it in `from`. Vonage sends E.164 digits for
-/// phone callers, but withheld numbers arrive empty, missing or as words such as `Restricted`,
-/// and SIP or app callers as other strings. Only a plausible number is used for routing; it is not
-/// checked against numbering plans, because a participant's number was validated when the
-/// pairing was made and lookup is by exact match.
+/// The caller id of an inbound call as Vonage reports it in `from` (and `from_user`). Vonage sends
+/// E.164 digits for phone callers, but withheld numbers arrive empty, missing or as words such as
+/// `Restricted`, in-app callers as a user name in `from_user`, and SIP callers as a URI. Only a
+/// plausible number is used for routing; it is not checked against numbering plans, because a
+/// participant's number was validated when the pairing was made and lookup is by exact match.
 #[derive(Clone, PartialEq, Eq)]
 pub enum CallerId {
     Number(String),
     Withheld,
+    /// An in-app user or a SIP URI: not a phone number, so never a participant.
+    Unsupported,
 }
 
 impl CallerId {
-    pub fn from_webhook(from: Option<&str>) -> Self {
+    pub fn from_webhook(from: Option<&str>, from_user: Option<&str>) -> Self {
+        if from_user.is_some_and(|u| !u.trim().is_empty()) {
+            return Self::Unsupported;
+        }
         let Some(raw) = from.map(str::trim) else {
             return Self::Withheld;
         };
         let digits = raw.strip_prefix('+').unwrap_or(raw);
+        let lower = raw.to_ascii_lowercase();
         if (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
             Self::Number(digits.to_owned())
+        } else if lower.starts_with("sip:") || lower.starts_with("sips:") || raw.contains('@') {
+            Self::Unsupported
         } else {
             Self::Withheld
         }
@@ -257,6 +265,7 @@ impl fmt::Debug for CallerId {
         match self {
             Self::Number(d) => write!(f, "CallerId({})", mask_digits(d)),
             Self::Withheld => f.write_str("CallerId(withheld)"),
+            Self::Unsupported => f.write_str("CallerId(unsupported)"),
         }
     }
 }
@@ -358,11 +367,11 @@ mod tests {
     #[test]
     fn caller_id_treats_words_and_empty_values_as_withheld() {
         assert_eq!(
-            CallerId::from_webhook(Some("447700900456")),
+            CallerId::from_webhook(Some("447700900456"), None),
             CallerId::Number("447700900456".into())
         );
         assert_eq!(
-            CallerId::from_webhook(Some("+447700900456")),
+            CallerId::from_webhook(Some("+447700900456"), None),
             CallerId::Number("447700900456".into())
         );
         for withheld in [
@@ -372,7 +381,26 @@ mod tests {
             Some("anonymous"),
             Some("12"),
         ] {
-            assert_eq!(CallerId::from_webhook(withheld), CallerId::Withheld);
+            assert_eq!(CallerId::from_webhook(withheld, None), CallerId::Withheld);
+        }
+    }
+
+    #[test]
+    fn in_app_and_sip_callers_are_not_phone_numbers() {
+        assert_eq!(
+            CallerId::from_webhook(None, Some("alice")),
+            CallerId::Unsupported
+        );
+        for sip in [
+            "sip:alice@example.com",
+            "SIPS:+447700900456@sip.example.com;transport=tls",
+            "alice@example.com",
+        ] {
+            assert_eq!(
+                CallerId::from_webhook(Some(sip), None),
+                CallerId::Unsupported,
+                "{sip}"
+            );
         }
     }
 }

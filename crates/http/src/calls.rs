@@ -7,7 +7,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use voice_proxy_domain::call::parse_timestamp;
-use voice_proxy_domain::{CallId, CallOutcome};
+use voice_proxy_domain::{CallId, CallOutcome, CallStatus};
 use voice_proxy_persistence::calls::{self, Call, CallFilter};
 
 use crate::auth::{Scope, require};
@@ -42,6 +42,8 @@ pub enum CallOutcomeName {
     PairingEnded,
     /// The caller id was withheld.
     Anonymous,
+    /// The caller is not a phone number (an in-app user or a SIP URI).
+    UnsupportedCaller,
     /// The answer request lacked what Vonage always sends.
     InvalidRequest,
 }
@@ -53,6 +55,7 @@ impl From<CallOutcome> for CallOutcomeName {
             CallOutcome::NoPairing => Self::NoPairing,
             CallOutcome::PairingEnded => Self::PairingEnded,
             CallOutcome::Anonymous => Self::Anonymous,
+            CallOutcome::UnsupportedCaller => Self::UnsupportedCaller,
             CallOutcome::InvalidRequest => Self::InvalidRequest,
         }
     }
@@ -81,7 +84,10 @@ pub struct CallResponse {
     #[schema(required = true)]
     pub callee: Option<String>,
     pub outcome: CallOutcomeName,
-    /// Vonage's last call status (`started`, `ringing`, `answered`, `completed`, ...).
+    /// How the call ended, or how far it has got, as Vonage reported it for the callee's leg
+    /// (the caller's when the call was not connected): `started`, `ringing`, `answered`;
+    /// `completed` when the callee answered and the call ended; `busy`, `timeout`,
+    /// `unanswered`, `cancelled`, `rejected` or `failed` when the callee never answered.
     #[schema(required = true)]
     pub status: Option<String>,
     pub started_at: DateTime<Utc>,
@@ -94,10 +100,30 @@ pub struct CallResponse {
     /// The price Vonage reported, as a decimal string.
     #[schema(required = true, pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub price: Option<String>,
+    /// The kind of endpoint the caller is, as Vonage reported it (`phone`, `sip`, `app`, ...).
+    #[schema(required = true)]
+    pub endpoint_type: Option<String>,
     /// Only in `GET /v1/calls/{id}`: the events stored for the call, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub events: Option<Vec<EventResponse>>,
+}
+
+/// A call status Vonage reports.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatusName {
+    Started,
+    Ringing,
+    Answered,
+    Completed,
+    Busy,
+    Cancelled,
+    Unanswered,
+    Rejected,
+    Failed,
+    Timeout,
+    Disconnected,
 }
 
 /// An event webhook as received.
@@ -127,6 +153,7 @@ impl From<Call> for CallResponse {
             ended_at: c.ended_at,
             duration_seconds: c.duration_seconds,
             price: c.price,
+            endpoint_type: c.endpoint_type,
             events: None,
         }
     }
@@ -190,6 +217,9 @@ pub struct ListQuery {
     /// Calls that started before this time (RFC 3339).
     #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
+    /// Calls with this status, e.g. `busy` for calls whose callee was busy.
+    #[param(value_type = Option<CallStatusName>)]
+    status: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
@@ -221,11 +251,27 @@ pub async fn list_calls(
     let time = |field: &str, v: Option<String>| {
         v.map(|s| {
             parse_timestamp(&s).ok_or_else(|| {
-                ApiError::validation(format!("{field} must be an RFC 3339 timestamp"))
+                ApiError::validation(format!(
+                    "{field} must be an RFC 3339 timestamp in the years 1 to 9999"
+                ))
             })
         })
         .transpose()
     };
+    let status = query
+        .status
+        .map(|s| {
+            CallStatus::KNOWN
+                .contains(&s.as_str())
+                .then_some(s)
+                .ok_or_else(|| {
+                    ApiError::validation(format!(
+                        "status must be one of {}",
+                        CallStatus::KNOWN.join(", ")
+                    ))
+                })
+        })
+        .transpose()?;
     let filter = CallFilter {
         pairing_id: query
             .pairing_id
@@ -234,6 +280,7 @@ pub async fn list_calls(
             .map_err(|_| ApiError::validation("pairing_id must be a UUID"))?,
         from: time("from", query.from)?,
         to: time("to", query.to)?,
+        status,
     };
     let after = decode_cursor(CURSOR_KIND, query.cursor.as_deref())?
         .map(|k| parse_call_id(&k))

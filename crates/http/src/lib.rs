@@ -39,6 +39,9 @@ pub struct HttpSettings {
     pub no_route_message: String,
     /// Played to callers whose pairing on the dialled number has ended.
     pub pairing_ended_message: String,
+    /// Played to a caller whose callee is busy, does not answer or cannot be reached (on a
+    /// synchronous connect, that is with `public_base_url`).
+    pub callee_unavailable_message: String,
     /// Language of the messages (`talk.language`).
     pub message_language: String,
     /// Public base URL of this service, for `eventUrl` in NCCOs; without it Vonage sends the

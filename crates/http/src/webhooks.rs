@@ -5,20 +5,22 @@ use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
-use voice_proxy_domain::phone::mask_digits;
-use voice_proxy_domain::{CallEvent, CallId, CallOutcome, CallerId, Ncco};
+use voice_proxy_domain::call::MAX_ID_CHARS;
+use voice_proxy_domain::phone::{mask_digit_runs, mask_digits};
+use voice_proxy_domain::{CallEvent, CallId, CallOutcome, CallStatus, CallerId, Ncco};
 use voice_proxy_persistence::pairings::{self, Route};
 use voice_proxy_persistence::recorder::{CallRecord, EventRecord, Record, Stored};
 
 use crate::signature::{RequestParts, SignatureError, VerifiedToken};
-use crate::{ApiError, AppState, MAX_BODY_BYTES};
+use crate::{ApiError, AppState, HttpSettings, MAX_BODY_BYTES};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/webhooks")
             .route("/answer", web::get().to(answer_get))
             .route("/answer", web::post().to(answer_post))
-            .route("/event", web::post().to(event)),
+            .route("/event", web::post().to(event_post))
+            .route("/event", web::get().to(event_get)),
     );
 }
 
@@ -26,26 +28,51 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Default, Clone)]
 pub struct AnswerRequest {
     pub from: Option<String>,
+    /// The caller's user name, on calls from an in-app (Client SDK) user.
+    pub from_user: Option<String>,
     pub to: Option<String>,
     pub uuid: Option<String>,
     pub conversation_uuid: Option<String>,
+    pub endpoint_type: Option<String>,
+    /// An identifier was longer than any Vonage sends ([`MAX_ID_CHARS`]); it was dropped.
+    pub oversized: bool,
 }
 
 impl AnswerRequest {
     fn from_map(map: &Map<String, Value>) -> Self {
-        // A value with a NUL character cannot be genuine (nor stored): it counts as absent.
-        let field = |k: &str| match map.get(k) {
-            Some(Value::String(s)) if !s.trim().is_empty() && !s.contains('\0') => {
-                Some(s.trim().to_owned())
+        let mut oversized = false;
+        // A value with a NUL character cannot be genuine (nor stored): it counts as absent. So
+        // does one too long to be an identifier, and the request is then refused.
+        let mut field = |k: &str| {
+            let value = match map.get(k) {
+                Some(Value::String(s)) if !s.trim().is_empty() && !s.contains('\0') => {
+                    s.trim().to_owned()
+                }
+                Some(Value::Number(n)) => n.to_string(),
+                _ => return None,
+            };
+            if value.chars().count() > MAX_ID_CHARS {
+                oversized = true;
+                return None;
             }
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
+            Some(value)
         };
-        Self {
+        let request = Self {
             from: field("from"),
+            from_user: field("from_user"),
             to: field("to"),
             uuid: field("uuid"),
             conversation_uuid: field("conversation_uuid"),
+            endpoint_type: field("endpoint_type").filter(|t| {
+                t.len() <= 32
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            }),
+            oversized: false,
+        };
+        Self {
+            oversized,
+            ..request
         }
     }
 }
@@ -182,20 +209,26 @@ fn refusal(req: &HttpRequest, e: SignatureError) -> ApiError {
 /// an HTTP error would make Vonage retry, then fall back, while the caller waits.
 pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
     let settings = &state.settings;
-    let caller = CallerId::from_webhook(request.from.as_deref());
+    let caller = CallerId::from_webhook(request.from.as_deref(), request.from_user.as_deref());
     let dialled = request
         .to
         .as_deref()
         .map(|t| t.trim_start_matches('+').to_owned());
 
-    let (outcome, route) = match (&request.uuid, &request.conversation_uuid, &dialled, &caller) {
-        (None, _, _, _) | (_, None, _, _) | (_, _, None, _) => (CallOutcome::InvalidRequest, None),
-        (_, _, _, CallerId::Withheld) => (CallOutcome::Anonymous, None),
-        (_, _, Some(to), CallerId::Number(from)) => match lookup_route(state, from, to).await {
+    let complete = request.uuid.is_some()
+        && request.conversation_uuid.is_some()
+        && dialled.is_some()
+        && !request.oversized;
+    let (outcome, route) = match (&caller, &dialled) {
+        _ if !complete => (CallOutcome::InvalidRequest, None),
+        (CallerId::Withheld, _) => (CallOutcome::Anonymous, None),
+        (CallerId::Unsupported, _) => (CallOutcome::UnsupportedCaller, None),
+        (CallerId::Number(from), Some(to)) => match lookup_route(state, from, to).await {
             route @ Route::Connect { .. } => (CallOutcome::Routed, Some(route)),
             route @ Route::Ended { .. } => (CallOutcome::PairingEnded, Some(route)),
             Route::None => (CallOutcome::NoPairing, None),
         },
+        (CallerId::Number(_), None) => (CallOutcome::InvalidRequest, None),
     };
 
     let (ncco, pairing_id, callee) = match route {
@@ -204,14 +237,10 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
             callee,
             callee_proxy,
         }) => {
-            let event_url = settings
-                .public_base_url
-                .as_ref()
-                .map(|base| format!("{}/webhooks/event", base.trim_end_matches('/')));
             let ncco = Ncco::connect(
                 &callee,
                 &callee_proxy,
-                event_url,
+                event_url(settings),
                 settings.ring_timeout_seconds,
             );
             (ncco, Some(pairing_id), Some(callee))
@@ -230,7 +259,7 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
 
     let caller_digits = match &caller {
         CallerId::Number(d) => Some(d.clone()),
-        CallerId::Withheld => None,
+        CallerId::Withheld | CallerId::Unsupported => None,
     };
     tracing::info!(
         outcome = outcome.as_str(),
@@ -249,12 +278,21 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         callee: callee.map(|c| c.expose().to_owned()),
         outcome: outcome.as_str().to_owned(),
         started_at: chrono::Utc::now(),
+        endpoint_type: request.endpoint_type,
     };
     metrics::counter!("answer_outcomes_total", "outcome" => outcome.as_str()).increment(1);
     if let Err(e) = state.recorder.record(Record::Call(call)).await {
         tracing::error!(error = %e, "could not record the call");
     }
     HttpResponse::Ok().json(ncco)
+}
+
+/// Where Vonage sends the events of the callee's leg: here, when we know our public URL.
+fn event_url(settings: &HttpSettings) -> Option<String> {
+    settings
+        .public_base_url
+        .as_ref()
+        .map(|base| format!("{}/webhooks/event", base.trim_end_matches('/')))
 }
 
 /// Connects from the in-memory routes when they may decide alone (an active route, and the copy
@@ -287,7 +325,7 @@ async fn lookup_route(state: &AppState, caller: &str, dialled: &str) -> Route {
 }
 
 /// `POST /webhooks/event`: stores the event once and folds it into its call.
-async fn event(
+async fn event_post(
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -314,13 +352,42 @@ async fn event(
     }
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         tracing::warn!(error = %e, "refused an event that is not JSON");
-        ApiError::bad_request(format!("malformed event: not JSON ({e})"))
+        ApiError::bad_request(format!(
+            "malformed event: not JSON ({})",
+            mask_digit_runs(&e.to_string())
+        ))
     })?;
+    event(&state, value).await
+}
+
+/// `GET /webhooks/event?status=..&uuid=..&conversation_uuid=..`: the same, for an application
+/// whose event webhook is configured for GET (every value then arrives as a string).
+async fn event_get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let token = check_token(&req, &state)?;
+    accept(&req, &state, token, None)?;
+    event(&state, Value::Object(query_map(&req))).await
+}
+
+/// Stores an event once (durably, before answering) and folds it into its call. Answers 204, or,
+/// for the callee's leg ending unanswered on a synchronous connect, 200 with an NCCO that tells
+/// the caller so.
+async fn event(state: &AppState, value: Value) -> Result<HttpResponse, ApiError> {
     let event = CallEvent::parse(value).map_err(|e| {
         tracing::warn!(error = %e, "refused a malformed event");
         ApiError::bad_request(format!("malformed event: {e}"))
     })?;
-    let status = event.status.as_ref().map(|s| s.as_str().to_owned());
+    if !event.unreadable.is_empty() {
+        tracing::warn!(
+            fields = ?event.unreadable,
+            "an event's fields could not all be read; stored as received, those left out of its call"
+        );
+    }
+    let status = event.status.clone();
+    // Vonage sends the callee leg's state changes of a synchronous connect here, and plays what
+    // we answer to the caller.
+    let tell_caller = event_url(&state.settings).is_some()
+        && event.direction.as_deref() == Some("outbound")
+        && status.as_ref().is_some_and(CallStatus::callee_unavailable);
     let stored = state
         .recorder
         .record(Record::Event(EventRecord {
@@ -336,8 +403,20 @@ async fn event(
         Stored::Database { new: true } => "stored",
         Stored::Database { new: false } => "duplicate",
         Stored::Spooled => "spooled",
+        Stored::DeadLettered => "dead_lettered",
     };
     metrics::counter!("events_received_total", "result" => result).increment(1);
-    tracing::info!(status = status.as_deref(), result, "event received");
+    tracing::info!(
+        status = status.as_ref().map(CallStatus::as_str),
+        result,
+        "event received"
+    );
+    if tell_caller {
+        let settings = &state.settings;
+        return Ok(HttpResponse::Ok().json(Ncco::talk(
+            &settings.callee_unavailable_message,
+            &settings.message_language,
+        )));
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -25,6 +25,7 @@ pub struct Call {
     pub ended_at: Option<DateTime<Utc>>,
     pub duration_seconds: Option<i64>,
     pub price: Option<String>,
+    pub endpoint_type: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -43,6 +44,7 @@ struct CallRow {
     ended_at: Option<DateTime<Utc>>,
     duration_seconds: Option<i64>,
     price: Option<String>,
+    endpoint_type: Option<String>,
 }
 
 impl TryFrom<CallRow> for Call {
@@ -64,13 +66,14 @@ impl TryFrom<CallRow> for Call {
             ended_at: r.ended_at,
             duration_seconds: r.duration_seconds,
             price: r.price,
+            endpoint_type: r.endpoint_type,
         })
     }
 }
 
 const SELECT_CALL: &str = "SELECT id, conversation_uuid, uuid, pairing_id, caller, proxy_number,
         callee, outcome, status, started_at, answered_at, ended_at, duration_seconds,
-        price::text AS price
+        price::text AS price, endpoint_type
    FROM calls";
 
 #[tracing::instrument(skip_all, fields(call_id = %id))]
@@ -90,6 +93,8 @@ pub struct CallFilter {
     pub from: Option<DateTime<Utc>>,
     /// Calls that started before this time.
     pub to: Option<DateTime<Utc>>,
+    /// Calls with this status (`busy`, `completed`, ...).
+    pub status: Option<String>,
 }
 
 /// Calls, newest first, after the call `after`.
@@ -111,6 +116,9 @@ pub async fn list(
     if let Some(to) = filter.to {
         q.push(" AND started_at < ").push_bind(to);
     }
+    if let Some(status) = &filter.status {
+        q.push(" AND status = ").push_bind(status.clone());
+    }
     if let Some(after) = after {
         q.push(" AND id < ").push_bind(after.as_uuid());
     }
@@ -131,14 +139,18 @@ pub struct StoredEvent {
     pub payload: Value,
 }
 
-/// Every event stored for a conversation, in the order received.
+/// Every event stored for a conversation, in the order received: those filed under it and
+/// those linked to it (a transfer into it).
 pub async fn events(
     pool: &PgPool,
     conversation_uuid: &str,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows: Vec<(i64, DateTime<Utc>, Value)> = sqlx::query_as(
-        "SELECT id, received_at, payload FROM call_events
-          WHERE conversation_uuid = $1 ORDER BY id",
+        "SELECT id, received_at, payload FROM call_events WHERE conversation_uuid = $1
+         UNION ALL
+         SELECT id, received_at, payload FROM call_events
+          WHERE linked_conversation_uuid = $1 AND conversation_uuid <> $1
+          ORDER BY id",
     )
     .bind(conversation_uuid)
     .fetch_all(pool)

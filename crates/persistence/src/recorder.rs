@@ -40,6 +40,10 @@ pub struct CallRecord {
     pub callee: Option<String>,
     pub outcome: String,
     pub started_at: DateTime<Utc>,
+    /// What kind of endpoint the caller is, as Vonage reported it (`phone`, `sip`, `app`, ...).
+    /// Absent from records spooled by earlier versions.
+    #[serde(default)]
+    pub endpoint_type: Option<String>,
 }
 
 /// An event webhook payload as received.
@@ -61,6 +65,9 @@ pub enum Record {
 pub enum Stored {
     /// In Postgres now; `false` when it was there before (a retry).
     Database { new: bool },
+    /// Postgres refused the record itself (a constraint, its data): it is kept in the spool's
+    /// dead-letter file for an operator (`voice-proxy dead-letter replay`).
+    DeadLettered,
     /// In the local spool, fsynced; the drainer moves it into Postgres (at once, or when
     /// Postgres is back).
     Spooled,
@@ -202,10 +209,10 @@ async fn write_events(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
         write_isolating(pool, spool, &records).await
     };
     match outcome {
-        Ok(new) => {
+        Ok(written) => {
             spool.mark_database_up();
-            for (ack, new) in acks.into_iter().zip(new) {
-                let _ = ack.send(Ok(Stored::Database { new }));
+            for (ack, written) in acks.into_iter().zip(written) {
+                let _ = ack.send(Ok(written.into()));
             }
         }
         Err(db_error) => {
@@ -219,6 +226,26 @@ async fn write_events(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
     }
 }
 
+/// What writing one record came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    New,
+    /// It was in the database already (a retry, or a spool segment replayed).
+    Duplicate,
+    /// The database refused it; it is in the dead-letter file.
+    DeadLettered,
+}
+
+impl From<Written> for Stored {
+    fn from(w: Written) -> Self {
+        match w {
+            Written::New => Self::Database { new: true },
+            Written::Duplicate => Self::Database { new: false },
+            Written::DeadLettered => Self::DeadLettered,
+        }
+    }
+}
+
 /// Writes a batch; if Postgres refuses its data (rather than being unreachable), writes the
 /// records one by one and sets aside, in the spool's dead-letter file, those it refuses, so that
 /// one bad record never holds back the others. Fails only on a transient error.
@@ -226,28 +253,36 @@ pub(crate) async fn write_isolating(
     pool: &PgPool,
     spool: &Spool,
     records: &[Record],
-) -> Result<Vec<bool>, sqlx::Error> {
+) -> Result<Vec<Written>, sqlx::Error> {
     match write_batch(pool, records).await {
-        Ok(new) => return Ok(new),
+        Ok(new) => return Ok(new.into_iter().map(written).collect()),
         Err(e) if crate::is_transient(&e) => return Err(e),
         Err(e) => {
             tracing::warn!(error = %e, "the database refused a batch; writing its records one by one")
         }
     }
-    let mut new = Vec::with_capacity(records.len());
+    let mut outcomes = Vec::with_capacity(records.len());
     for record in records {
         match write_batch(pool, std::slice::from_ref(record)).await {
-            Ok(n) => new.push(n.first().copied().unwrap_or(false)),
+            Ok(n) => outcomes.push(written(n.first().copied().unwrap_or(false))),
             Err(e) if crate::is_transient(&e) => return Err(e),
             Err(e) => {
                 tracing::error!(error = %e, "the database refused a record; kept in the dead-letter file");
                 metrics::counter!("records_dead_lettered_total").increment(1);
                 spool.dead_letter(record).map_err(sqlx::Error::Io)?;
-                new.push(false);
+                outcomes.push(Written::DeadLettered);
             }
         }
     }
-    Ok(new)
+    Ok(outcomes)
+}
+
+fn written(new: bool) -> Written {
+    if new {
+        Written::New
+    } else {
+        Written::Duplicate
+    }
 }
 
 /// Writes records in one transaction and folds the calls they touch. Returns, per record,
@@ -282,9 +317,10 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
     if !calls.is_empty() {
         let inserted: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO calls (id, conversation_uuid, uuid, pairing_id, caller, proxy_number,
-                                callee, outcome, started_at)
+                                callee, outcome, started_at, endpoint_type)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],
-                                  $6::text[], $7::text[], $8::text[], $9::timestamptz[])
+                                  $6::text[], $7::text[], $8::text[], $9::timestamptz[],
+                                  $10::text[])
              ON CONFLICT DO NOTHING
              RETURNING id",
         )
@@ -327,6 +363,12 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
                 .collect::<Vec<_>>(),
         )
         .bind(calls.iter().map(|(_, c)| c.started_at).collect::<Vec<_>>())
+        .bind(
+            calls
+                .iter()
+                .map(|(_, c)| c.endpoint_type.clone())
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *tx)
         .await?;
         let mut new_conversations = Vec::new();
@@ -355,10 +397,10 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
     if !keyed.is_empty() {
         let inserted: Vec<String> = sqlx::query_scalar(
             "INSERT INTO call_events (dedup_key, conversation_uuid, leg_uuid, status, event_at,
-                                      payload, received_at)
-             SELECT k, c, l, s, t, p::jsonb, r
+                                      payload, received_at, linked_conversation_uuid)
+             SELECT k, c, l, s, t, p::jsonb, r, x
                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                           $6::text[], $7::timestamptz[]) AS u(k, c, l, s, t, p, r)
+                           $6::text[], $7::timestamptz[], $8::text[]) AS u(k, c, l, s, t, p, r, x)
              ON CONFLICT (dedup_key) DO NOTHING
              RETURNING dedup_key",
         )
@@ -389,6 +431,12 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
                 .collect::<Vec<_>>(),
         )
         .bind(keyed.iter().map(|k| k.3.received_at).collect::<Vec<_>>())
+        .bind(
+            keyed
+                .iter()
+                .map(|k| k.2.linked_conversation_uuid.clone())
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *tx)
         .await?;
         let inserted: BTreeSet<String> = inserted.into_iter().collect();
@@ -397,7 +445,7 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
             // Two copies of one event in the same batch: only the first counts as new.
             if inserted.contains(key) && seen_in_batch.insert(key.as_str()) {
                 new[*i] = true;
-                touched.extend(event.conversation_uuid.clone());
+                touched.insert(event.conversation_uuid.clone());
             }
         }
     }

@@ -688,6 +688,7 @@ mod tests {
             callee: None,
             outcome: "anonymous".into(),
             started_at: chrono::Utc::now(),
+            endpoint_type: None,
         })
     }
 

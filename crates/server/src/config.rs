@@ -272,6 +272,12 @@ impl Settings {
                     "This number is no longer connected to your contact. Please use the app to reach them. Goodbye."
                         .to_owned()
                 }),
+                callee_unavailable_message: env
+                    .string("CALLEE_UNAVAILABLE_MESSAGE")
+                    .unwrap_or_else(|| {
+                        "The person you are calling is not available. Please try again later."
+                            .to_owned()
+                    }),
                 message_language: env
                     .string("MESSAGE_LANGUAGE")
                     .unwrap_or_else(|| "en-US".to_owned()),

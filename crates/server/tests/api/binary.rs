@@ -30,6 +30,10 @@ pub async fn start(vars: &[(&str, &str)]) -> Service {
         .env("LOG_FORMAT", "json")
         .env("HTTP_WORKERS", "2")
         .env("RETENTION_HASH_KEY", "test-retention-key-0123456789")
+        .env(
+            "SPOOL_DIR",
+            std::env::temp_dir().join(format!("vp-test-spool-{}", uuid::Uuid::new_v4().simple())),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);

@@ -73,6 +73,7 @@ pub fn call_record(conversation: &str) -> Record {
         callee: None,
         outcome: "anonymous".into(),
         started_at: chrono::Utc::now(),
+        endpoint_type: None,
     })
 }
 

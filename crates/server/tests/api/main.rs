@@ -20,4 +20,5 @@ mod retention;
 mod signatures;
 mod spool;
 mod stalled;
+mod vonage_traffic;
 mod webhooks;

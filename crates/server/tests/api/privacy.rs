@@ -39,6 +39,10 @@ async fn a_full_call_flow_logs_no_participant_number() {
         .env("RUST_LOG", "debug")
         .env("HTTP_WORKERS", "1")
         .env("RETENTION_HASH_KEY", "test-retention-key-0123456789")
+        .env(
+            "SPOOL_DIR",
+            std::env::temp_dir().join(format!("vp-test-spool-{}", uuid::Uuid::new_v4().simple())),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

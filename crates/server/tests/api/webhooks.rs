@@ -16,6 +16,7 @@ async fn each_side_is_connected_to_the_other_showing_a_number_that_calls_back() 
         json!([{
             "action": "connect",
             "from": proxy_b,
+            "eventType": "synchronous",
             "eventUrl": ["https://proxy.example.com/webhooks/event"],
             "timeout": 45,
             "endpoint": [{"type": "phone", "number": "16465550102"}]
