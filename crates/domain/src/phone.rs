@@ -190,6 +190,46 @@ pub fn mask_digits(digits: &str) -> String {
     format!("***{tail}")
 }
 
+/// Whether a value in an event could be a person's phone number: E.164 digits (7 to 15, not
+/// starting with 0), with or without a leading `+`. The retention purge replaces such values.
+pub fn looks_like_phone_number(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    (7..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+/// Keys of Vonage's events whose values are digits but never a phone number (a recording's size
+/// in bytes, a duration, a price, a SIP code, a network code).
+pub const NOT_NUMBER_KEYS: [&str; 6] = ["size", "duration", "price", "rate", "sip_code", "network"];
+
+/// Replaces, anywhere in a JSON value (nested objects and arrays, strings and numbers), every
+/// value that looks like a phone number by `replace(value)`, except under [`NOT_NUMBER_KEYS`].
+/// Returns how many it replaced.
+pub fn redact_numbers(
+    value: &mut serde_json::Value,
+    replace: &mut dyn FnMut(&str) -> String,
+) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if looks_like_phone_number(s) => {
+            *s = replace(s);
+            1
+        }
+        Value::Number(n) if looks_like_phone_number(&n.to_string()) => {
+            *value = Value::String(replace(&n.to_string()));
+            1
+        }
+        Value::Array(items) => items.iter_mut().map(|v| redact_numbers(v, replace)).sum(),
+        Value::Object(map) => map
+            .iter_mut()
+            .filter(|(k, _)| !NOT_NUMBER_KEYS.contains(&k.as_str()))
+            .map(|(_, v)| redact_numbers(v, replace))
+            .sum(),
+        _ => 0,
+    }
+}
+
 /// Masks every run of five or more digits in free text (an error message that may quote input),
 /// keeping the last four digits of each run.
 pub fn mask_digit_runs(text: &str) -> String {
@@ -383,6 +423,25 @@ mod tests {
         ] {
             assert_eq!(CallerId::from_webhook(withheld, None), CallerId::Withheld);
         }
+    }
+
+    #[test]
+    fn numbers_are_redacted_wherever_they_are_in_an_event() {
+        let mut event = serde_json::json!({
+            "from": "447700900456", "to": 447700900123_u64, "size": 12345678,
+            "duration": "1234567", "headers": {"x-caller": "+16465550101"},
+            "list": [16465550102_u64, "CON-1", "0123456789"], "network": "23415",
+        });
+        let n = redact_numbers(&mut event, &mut |s| format!("h({s})"));
+        assert_eq!(n, 4);
+        assert_eq!(
+            event,
+            serde_json::json!({
+                "from": "h(447700900456)", "to": "h(447700900123)", "size": 12345678,
+                "duration": "1234567", "headers": {"x-caller": "h(+16465550101)"},
+                "list": ["h(16465550102)", "CON-1", "0123456789"], "network": "23415",
+            })
+        );
     }
 
     #[test]

@@ -16,8 +16,15 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// The database answers and has every migration this binary knows of.
+/// The spool can be written, and the database answers and has every migration this binary knows
+/// of.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if !state.recorder.spool().writable() {
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "status": "not ready",
+            "reason": "spool not writable: call records and events may not survive an outage",
+        }));
+    }
     let expected = migrate::latest_version();
     match migrate::applied_version(&state.pool).await {
         Ok(Some(applied)) if applied >= expected => {

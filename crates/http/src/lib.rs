@@ -55,6 +55,9 @@ pub struct HttpSettings {
     pub answer_db_timeout: std::time::Duration,
     /// How long a request's body may take to arrive, from when its head was read.
     pub request_body_timeout: std::time::Duration,
+    /// The answer webhook returns its NCCO within this, even if the call record is not yet on
+    /// disk (it is written as soon as the spool takes it).
+    pub answer_deadline: std::time::Duration,
 }
 
 /// What every handler shares.

@@ -39,7 +39,10 @@ async fn render(state: web::Data<AppState>) -> HttpResponse {
     let pool = &state.pool;
     metrics::gauge!("db_pool_connections").set(f64::from(pool.size()));
     metrics::gauge!("db_pool_idle_connections").set(pool.num_idle() as f64);
-    metrics::gauge!("spool_depth").set(state.recorder.spool().depth() as f64);
+    let spool = state.recorder.spool();
+    metrics::gauge!("spool_depth").set(spool.depth() as f64);
+    metrics::gauge!("spool_memory_bytes").set(spool.memory_bytes() as f64);
+    metrics::gauge!("spool_writable").set(if spool.writable() { 1.0 } else { 0.0 });
     // Each active pairing has two routes.
     metrics::gauge!("pairings_active").set((state.mirror.len() / 2) as f64);
     metrics::gauge!("webhook_signatures_enforced").set(if state.verifier.enabled() {

@@ -281,10 +281,32 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         endpoint_type: request.endpoint_type,
     };
     metrics::counter!("answer_outcomes_total", "outcome" => outcome.as_str()).increment(1);
-    if let Err(e) = state.recorder.record(Record::Call(call)).await {
-        tracing::error!(error = %e, "could not record the call");
-    }
+    record_call(state, call).await;
     HttpResponse::Ok().json(ncco)
+}
+
+/// Records the call, waiting for it to be durable for at most the answer deadline: a stalled
+/// disk must not keep the caller waiting (Vonage gives up after 5 s and the call fails). Past the
+/// deadline the record goes on to the spool, and to Postgres, in the background.
+async fn record_call(state: &AppState, call: CallRecord) {
+    let recorder = state.recorder.clone();
+    let mut recording = Box::pin(async move { recorder.record(Record::Call(call)).await });
+    match tokio::time::timeout(state.settings.answer_deadline, &mut recording).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "could not record the call"),
+        Err(_) => {
+            metrics::counter!("call_records_late_total").increment(1);
+            tracing::warn!(
+                "the call record is not durable yet (the spool is slow); answered without waiting for it"
+            );
+            tokio::spawn(async move {
+                match recording.await {
+                    Ok(_) => tracing::info!("a late call record is durable now"),
+                    Err(e) => tracing::error!(error = %e, "could not record the call"),
+                }
+            });
+        }
+    }
 }
 
 /// Where Vonage sends the events of the callee's leg: here, when we know our public URL.

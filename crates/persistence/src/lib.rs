@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod calls;
+pub mod dead_letter;
 pub mod migrate;
 pub mod numbers;
 pub mod pagination;

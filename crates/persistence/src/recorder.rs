@@ -21,7 +21,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 use voice_proxy_domain::{CallEvent, CallProgress, CallStatus};
 
-pub use crate::spool::{DEFAULT_SEGMENT_BYTES, DrainError, Spool, drain_forever};
+pub use crate::spool::{
+    AppendError, DEFAULT_MEMORY_BYTES, DEFAULT_SEGMENT_BYTES, DrainError, Spool, drain_forever,
+};
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -100,9 +102,16 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the batch writer. Call records go through the spool in `spool_dir` (segments of
-    /// `segment_bytes`), events to `pool`, or to the spool when the database fails.
-    pub fn start(pool: PgPool, spool_dir: &Path, segment_bytes: u64) -> std::io::Result<Self> {
-        let spool = Arc::new(Spool::open(spool_dir, segment_bytes)?);
+    /// `segment_bytes`, at most `memory_bytes` of records kept in memory), events to `pool`, or
+    /// to the spool when the database fails. Fails when the spool folder cannot be written.
+    pub fn start(
+        pool: PgPool,
+        spool_dir: &Path,
+        segment_bytes: u64,
+        memory_bytes: u64,
+    ) -> std::io::Result<Self> {
+        let spool =
+            Arc::new(Spool::open(spool_dir, segment_bytes)?.with_memory_limit(memory_bytes));
         // Ready before the first call: otherwise the first append zero-fills its segment while
         // the caller waits. (If this fails, appends and the drainer try again.)
         if let Err(e) = spool.prepare_spare() {
@@ -159,30 +168,53 @@ async fn write_or_spool(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
     let (calls, events): (Vec<Job>, Vec<Job>) = batch
         .into_iter()
         .partition(|j| matches!(j.record, Record::Call(_)));
-    tokio::join!(spool_first(spool, calls), write_events(pool, spool, events));
+    tokio::join!(
+        spool_first(pool, spool, calls),
+        write_events(pool, spool, events)
+    );
 }
 
 /// Appends call records to the spool (one fsync for all of them), acknowledges them, and wakes
-/// the drainer to move them into Postgres.
-async fn spool_first(spool: &Arc<Spool>, batch: Vec<Job>) {
+/// the drainer to move them into Postgres. When the spool cannot be written, writes them to
+/// Postgres directly instead.
+async fn spool_first(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
     if batch.is_empty() {
         return;
     }
     let (records, acks) = split(batch);
-    let appended = append_off_runtime(spool, records).await;
-    acknowledge(acks, appended.map(|()| Stored::Spooled));
+    // Kept for the case the spool fails (call records are small).
+    let copies = records.clone();
+    match append_off_runtime(spool, records).await {
+        Ok(()) => acknowledge(acks, Ok(Stored::Spooled)),
+        Err(spool_error) => {
+            tracing::error!(error = %spool_error, records = copies.len(), "could not spool call records; writing them to the database directly");
+            match write_isolating(pool, spool, &copies).await {
+                Ok(written) => {
+                    for (ack, written) in acks.into_iter().zip(written) {
+                        let _ = ack.send(Ok(written.into()));
+                    }
+                }
+                Err(db_error) => acknowledge(
+                    acks,
+                    Err(AppendError::Io(std::io::Error::other(format!(
+                        "{spool_error}; and the database: {db_error}"
+                    )))),
+                ),
+            }
+        }
+    }
     spool.wake_drainer();
 }
 
 /// Appends to the spool on a blocking thread (the append waits for an fsync).
-async fn append_off_runtime(spool: &Arc<Spool>, records: Vec<Record>) -> std::io::Result<()> {
+async fn append_off_runtime(spool: &Arc<Spool>, records: Vec<Record>) -> Result<(), AppendError> {
     let spool = spool.clone();
     tokio::task::spawn_blocking(move || spool.append(records))
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .unwrap_or_else(|e| Err(AppendError::Io(std::io::Error::other(e))))
 }
 
-fn acknowledge(acks: Vec<Ack>, outcome: std::io::Result<Stored>) {
+fn acknowledge(acks: Vec<Ack>, outcome: Result<Stored, AppendError>) {
     match outcome {
         Ok(stored) => {
             for ack in acks {
@@ -190,7 +222,14 @@ fn acknowledge(acks: Vec<Ack>, outcome: std::io::Result<Stored>) {
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "spool append failed; records not acknowledged");
+            match &e {
+                AppendError::Full => {
+                    tracing::warn!(records = acks.len(), "{e}")
+                }
+                AppendError::Io(_) => {
+                    tracing::error!(error = %e, "spool append failed; records not acknowledged")
+                }
+            }
             for ack in acks {
                 let _ = ack.send(Err(RecordError::Unavailable(e.to_string())));
             }

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,8 +29,9 @@ use crate::recorder::{Record, write_isolating};
 
 /// Most spooled records the drainer writes in one transaction.
 const DRAIN_BATCH: usize = 2048;
-/// Most spooled records also kept in memory, so that the drainer need not read them back.
-const MAX_CACHED: usize = 100_000;
+/// The default of how many bytes of spooled records are also kept in memory, so that the
+/// drainer need not read them back (`SPOOL_MEMORY_MIB`).
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
 /// After a failure to prepare the next segment, the drainer waits this long before it tries
 /// again (an append that finds no prepared segment creates one itself meanwhile).
 const SPARE_BACKOFF: Duration = Duration::from_secs(1);
@@ -40,6 +41,20 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
 /// A segment in use whose records are all in the database is closed (and so deleted) once it
 /// has been in use this long, so that call records do not stay on local disk at low traffic.
 pub const SEGMENT_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Why records could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Taking these events would put more than the memory budget in the spool's in-memory
+    /// copies: they are refused (Vonage retries an event answered with a 5xx) rather than let the
+    /// spool's memory grow.
+    #[error(
+        "the spool's memory budget is used up (SPOOL_MEMORY_MIB); events are refused until it drains"
+    )]
+    Full,
+    #[error("the spool could not be written: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// Why a drain stopped.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +69,14 @@ pub struct Spool {
     dir: PathBuf,
     segment_bytes: u64,
     state: Mutex<SpoolState>,
+    /// The last write to the spool (an append, or preparing a segment) failed: records may not
+    /// be kept, and the instance is not ready.
+    write_failed: AtomicBool,
+    /// Serialises writers of the dead-letter file within the process (other processes, such as
+    /// `voice-proxy dead-letter replay`, take the file's lock).
+    dead_letters: Mutex<()>,
+    /// Tests only: appends wait until then before their fsync, as on a stalled disk.
+    stall_until: Mutex<Option<std::time::Instant>>,
     depth: AtomicU64,
     /// The database counts as down. Only the drainer's probe (or a write that succeeds) sets it
     /// back.
@@ -76,12 +99,12 @@ struct SpoolState {
     next_segment: u64,
     /// Segments no longer appended to and not fully drained, oldest first.
     sealed: VecDeque<Pending>,
-    /// Records held in the copies of `current` and `sealed` together.
-    cached: usize,
+    /// Bytes of the records held in the copies of `current` and `sealed` together.
+    cached: u64,
     /// Appends so far (numbers them, for [`SegmentFile::sync_through`]).
     appends: u64,
-    /// The most records `cached` may hold.
-    max_cached: usize,
+    /// The most bytes `cached` may hold.
+    max_cached: u64,
 }
 
 /// What of a segment's records is still to reach the database.
@@ -89,7 +112,7 @@ struct Pending {
     path: PathBuf,
     /// A copy of the records not drained yet, unless there was no room for it (then the drainer
     /// reads the file).
-    records: Option<Vec<Record>>,
+    records: Option<Vec<Copied>>,
     /// How many records, from the start of the file, are in the database already.
     drained: usize,
 }
@@ -101,6 +124,12 @@ struct Segment {
     /// The offset the next append is written at.
     end: u64,
     pending: Pending,
+}
+
+/// A record in a segment's in-memory copy, with the size of its line in the file.
+struct Copied {
+    record: Record,
+    bytes: u64,
 }
 
 /// A segment's file and how far it is durable. Appends write under the spool's lock and fsync
@@ -186,7 +215,8 @@ impl Spool {
     /// Opens the spool in `dir`, counting the records that segments left there hold (they are
     /// drained first). New segments are `segment_bytes` long.
     pub fn open(dir: &Path, segment_bytes: u64) -> std::io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        make_private(dir)?;
+        probe_write(dir)?;
         let segments = list_segments(dir)?;
         let next_segment = segments.last().map(|(n, _)| n + 1).unwrap_or(1);
         let mut depth = 0;
@@ -217,21 +247,60 @@ impl Spool {
                 next_segment,
                 sealed,
                 cached: 0,
-                max_cached: MAX_CACHED,
+                max_cached: DEFAULT_MEMORY_BYTES,
                 appends: 0,
             }),
             depth: AtomicU64::new(depth),
+            write_failed: AtomicBool::new(false),
+            dead_letters: Mutex::new(()),
+            stall_until: Mutex::new(None),
             down: AtomicBool::new(false),
             draining: tokio::sync::Mutex::new(()),
             appended: Notify::new(),
         })
     }
 
-    /// Keeps copies of at most `records` spooled records in memory (100,000 by default); the
-    /// drainer reads the others back from their files.
-    pub fn with_cache_limit(self, records: usize) -> Self {
-        lock(&self.state).max_cached = records;
+    /// Keeps copies of at most `bytes` of spooled records in memory (64 MiB by default). Past
+    /// it, events are refused ([`AppendError::Full`]) and call records are kept on disk only (the
+    /// drainer reads them back from their files).
+    pub fn with_memory_limit(self, bytes: u64) -> Self {
+        lock(&self.state).max_cached = bytes;
         self
+    }
+
+    /// Bytes of spooled records held in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        lock(&self.state).cached
+    }
+
+    /// Whether the spool can be written: its last append, and its last attempt to prepare a
+    /// segment, succeeded. When not, call records and events may not be kept through an outage.
+    pub fn writable(&self) -> bool {
+        !self.write_failed.load(Ordering::Relaxed)
+    }
+
+    /// Notes the outcome of a write to the spool.
+    fn wrote<T>(&self, result: std::io::Result<T>) -> std::io::Result<T> {
+        match &result {
+            Ok(_) => {
+                if self.write_failed.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the spool can be written again");
+                }
+            }
+            Err(e) => {
+                metrics::counter!("spool_write_failures_total").increment(1);
+                if !self.write_failed.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, dir = %self.dir.display(), "the spool cannot be written: call records and events may not survive an outage, and this instance reports not ready");
+                }
+            }
+        }
+        result
+    }
+
+    /// Tests only: every append waits until `until` before its fsync, as on a disk that stalls.
+    #[doc(hidden)]
+    pub fn stall_fsyncs_until(&self, until: std::time::Instant) {
+        *lock(&self.stall_until) = Some(until);
     }
 
     /// Records waiting to reach the database.
@@ -264,24 +333,38 @@ impl Spool {
     }
 
     /// Appends records and fsyncs them (blocking: call it off the async runtime's threads). The
-    /// records move into the in-memory copy the drainer reads.
-    pub fn append(&self, records: Vec<Record>) -> std::io::Result<()> {
+    /// records move into the in-memory copy the drainer reads, while it is within its budget;
+    /// past it, events are refused and call records kept on disk only.
+    pub fn append(&self, records: Vec<Record>) -> Result<(), AppendError> {
         let n = records.len();
         let mut buf = Vec::new();
+        let mut sizes = Vec::with_capacity(n);
         for r in &records {
-            serde_json::to_writer(&mut buf, r)?;
+            let before = buf.len();
+            serde_json::to_writer(&mut buf, r).map_err(std::io::Error::from)?;
             buf.push(b'\n');
+            sizes.push((buf.len() - before) as u64);
         }
+        let events = records.iter().any(|r| matches!(r, Record::Event(_)));
         let mut state = lock(&self.state);
+        let over_budget = state.cached + buf.len() as u64 > state.max_cached;
+        if over_budget && events {
+            metrics::counter!("spool_memory_full_refusals_total").increment(1);
+            return Err(AppendError::Full);
+        }
         let full_or_broken = state.current.as_ref().is_none_or(|s| {
             s.file.broken.load(Ordering::Acquire)
                 || (s.end > 0 && s.end + buf.len() as u64 > self.segment_bytes)
         });
-        if full_or_broken {
-            // A broken segment is sealed too: the drainer reads what its copy holds.
+        let copying = state
+            .current
+            .as_ref()
+            .is_some_and(|s| s.pending.records.is_some());
+        if full_or_broken || (over_budget && copying) {
+            // A broken segment is sealed too: the drainer reads what its copy holds. Past the
+            // budget, the segment keeps its copy and appends go on in one without a copy.
             state.seal_current();
         }
-        let room = state.cached + n <= state.max_cached;
         let SpoolState {
             current,
             spare,
@@ -298,11 +381,16 @@ impl Spool {
                     None => {
                         let number = *next_segment;
                         *next_segment += 1;
-                        self.create_segment(number)?
+                        self.wrote(self.create_segment(number))?
                     }
                 };
+                let mut pending = next.pending;
+                if over_budget {
+                    pending.records = None;
+                }
                 Segment {
                     opened: std::time::Instant::now(),
+                    pending,
                     ..next
                 }
             }
@@ -312,7 +400,7 @@ impl Spool {
         if let Err(e) = segment.file.file.write_all_at(&buf, segment.end) {
             // A part of the line may be in the file: the next append would be glued to it.
             segment.file.broken.store(true, Ordering::Release);
-            return Err(e);
+            return Err(self.wrote::<()>(Err(e)).unwrap_err().into());
         }
         segment.end += buf.len() as u64;
         segment.file.written.store(*appends, Ordering::Release);
@@ -320,20 +408,22 @@ impl Spool {
         let file = segment.file.clone();
         // The drainer may take these records from the copy before the fsync below returns:
         // harmless, they are acknowledged only after it.
-        match (&mut segment.pending.records, room) {
-            (Some(copy), true) => {
-                copy.extend(records);
-                *cached += n;
-            }
-            (Some(copy), false) => {
-                *cached -= copy.len();
-                segment.pending.records = None;
-            }
-            (None, _) => {}
+        if let Some(copy) = &mut segment.pending.records {
+            copy.extend(
+                records
+                    .into_iter()
+                    .zip(sizes)
+                    .map(|(record, bytes)| Copied { record, bytes }),
+            );
+            *cached += buf.len() as u64;
         }
         self.depth.fetch_add(n as u64, Ordering::Relaxed);
         drop(state);
-        file.sync_through(number)
+        let stall = *lock(&self.stall_until);
+        if let Some(until) = stall {
+            std::thread::sleep(until.saturating_duration_since(std::time::Instant::now()));
+        }
+        Ok(self.wrote(file.sync_through(number))?)
     }
 
     /// Creates segment `number`: zero-filled to its full size, and durable (its name too)
@@ -345,6 +435,7 @@ impl Spool {
                 .create_new(true)
                 .read(true)
                 .write(true)
+                .mode(0o600)
                 .open(&path)?;
             let zeros = vec![0u8; 1 << 20];
             let mut left = self.segment_bytes;
@@ -423,12 +514,13 @@ impl Spool {
         // An append that fills the current segment while this runs creates the next number
         // itself, so segments need not fill in the order of their numbers; nothing depends on
         // that order (every write is idempotent and events fold by their own timestamps).
-        let made = self.create_segment(number);
+        let made = self.wrote(self.create_segment(number));
         let mut state = lock(&self.state);
         state.preparing = false;
         match made {
             Ok(segment) => {
                 state.spare = Some(segment);
+                state.spare_failed = None;
                 Ok(())
             }
             Err(e) => {
@@ -448,16 +540,22 @@ impl Spool {
         }
     }
 
-    /// Keeps a record the database refused, fsynced, in `dead-letter.jsonl` for an operator.
+    /// Keeps a record the database refused, fsynced, in `dead-letter.jsonl` for an operator
+    /// (`voice-proxy dead-letter replay` puts it back once the cause is fixed).
     pub(crate) fn dead_letter(&self, record: &Record) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(record)?;
-        line.push(b'\n');
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("dead-letter.jsonl"))?;
-        file.write_all(&line)?;
-        file.sync_data()
+        let _one_writer = lock(&self.dead_letters);
+        crate::dead_letter::append(&self.dir, std::slice::from_ref(record))
+    }
+
+    /// Replaces the real numbers in dead-lettered records older than `older_than` by their
+    /// keyed hash, as the retention purge does in the database; returns how many it changed.
+    pub fn purge_dead_letters(
+        &self,
+        older_than: chrono::Duration,
+        key: &str,
+    ) -> std::io::Result<usize> {
+        let _one_writer = lock(&self.dead_letters);
+        crate::dead_letter::purge(&self.dir, older_than, key)
     }
 
     /// Moves every spooled record into the database: the sealed segments, oldest first
@@ -528,7 +626,10 @@ impl Spool {
             Some(copy) if copy.is_empty() && current => None,
             Some(copy) => Some(Work::Copied {
                 path,
-                records: copy[..copy.len().min(DRAIN_BATCH)].to_vec(),
+                records: copy[..copy.len().min(DRAIN_BATCH)]
+                    .iter()
+                    .map(|c| c.record.clone())
+                    .collect(),
                 current,
             }),
             None => Some(Work::File {
@@ -547,8 +648,8 @@ impl Spool {
         if let Some(pending) = state.pending_mut(path) {
             pending.drained += n;
             if let Some(copy) = &mut pending.records {
-                uncached = n.min(copy.len());
-                copy.drain(..uncached);
+                let taken = n.min(copy.len());
+                uncached = copy.drain(..taken).map(|c| c.bytes).sum::<u64>();
             }
         }
         state.cached -= uncached.min(state.cached);
@@ -567,6 +668,48 @@ impl Spool {
         }
         Ok(n as u64)
     }
+}
+
+/// Creates the spool folder readable by this user only (0700), and makes it and the files in it
+/// so (0600) if they are not: they hold real phone numbers.
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut fixed = 0;
+    if fs::metadata(dir)?.permissions().mode() & 0o777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        fixed += 1;
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600))?;
+            fixed += 1;
+        }
+    }
+    if fixed > 0 {
+        tracing::warn!(dir = %dir.display(), fixed, "the spool folder or files in it were readable by others; made them private to this user");
+    }
+    Ok(())
+}
+
+/// Writes, fsyncs and deletes a file in the spool folder, so that a folder the service cannot
+/// write stops it at start instead of losing records later.
+fn probe_write(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(".write-probe");
+    let _ = fs::remove_file(&probe);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&probe)?;
+    file.write_all(b"voice-proxy")?;
+    file.sync_all()?;
+    drop(file);
+    fs::remove_file(&probe)
 }
 
 fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {

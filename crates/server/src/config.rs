@@ -15,6 +15,17 @@ use voice_proxy_persistence::{PoolSettings, recorder};
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/voice_proxy";
 
+/// `SPOOL_DIR`: where this instance's spool (and its dead-letter file) is.
+pub fn spool_dir_from_env() -> std::path::PathBuf {
+    spool_dir(&Env(|name: &str| std::env::var(name).ok()))
+}
+
+fn spool_dir<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> std::path::PathBuf {
+    env.string("SPOOL_DIR")
+        .unwrap_or_else(|| "spool".to_owned())
+        .into()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -83,6 +94,8 @@ pub struct Settings {
     pub spool_dir: std::path::PathBuf,
     /// The size of a spool segment file (each is zero-filled to it before use).
     pub spool_segment_bytes: u64,
+    /// The most bytes of spooled records kept in memory; past it events are refused (503).
+    pub spool_memory_bytes: u64,
     pub spool_drain_interval: Duration,
     /// How often the in-memory routes follow the pairings' change feed (besides at once when
     /// Postgres notifies a change).
@@ -173,6 +186,18 @@ impl Settings {
         // At least a batch of events; at most what may be zero-filled while appends wait.
         if !(1024..=65_536).contains(&spool_segment_kib) {
             bail!("SPOOL_SEGMENT_KIB must be between 1024 and 65536");
+        }
+        let spool_memory_mib: u64 =
+            env.parse("SPOOL_MEMORY_MIB", recorder::DEFAULT_MEMORY_BYTES >> 20)?;
+        if !(1..=65_536).contains(&spool_memory_mib) {
+            bail!("SPOOL_MEMORY_MIB must be between 1 and 65536");
+        }
+        let answer_deadline_ms: u64 = env.parse("ANSWER_DEADLINE_MS", 1000)?;
+        if !(50..=4000).contains(&answer_deadline_ms) {
+            bail!(
+                "ANSWER_DEADLINE_MS must be between 50 and 4000 (Vonage waits 5 s at most for \
+                 the answer)"
+            );
         }
         let spool_drain_interval_ms: u64 = env.parse("SPOOL_DRAIN_INTERVAL_MS", 1000)?;
         if spool_drain_interval_ms == 0 {
@@ -287,13 +312,12 @@ impl Settings {
                 signature,
                 answer_db_timeout: Duration::from_millis(env.parse("ANSWER_DB_TIMEOUT_MS", 300)?),
                 request_body_timeout: Duration::from_millis(request_body_timeout_ms),
+                answer_deadline: Duration::from_millis(answer_deadline_ms),
             },
             sweep_interval: Duration::from_secs(env.parse("SWEEP_INTERVAL_SECONDS", 60)?),
-            spool_dir: env
-                .string("SPOOL_DIR")
-                .unwrap_or_else(|| "spool".to_owned())
-                .into(),
+            spool_dir: spool_dir(&env),
             spool_segment_bytes: spool_segment_kib * 1024,
+            spool_memory_bytes: spool_memory_mib << 20,
             spool_drain_interval: Duration::from_millis(spool_drain_interval_ms),
             route_poll_interval,
             route_mirror_lease,

@@ -6,9 +6,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
 use voice_proxy_persistence::api_keys::{self, ApiKey, ApiKeyId, NewApiKey, Scope};
-use voice_proxy_persistence::{PoolSettings, connect_lazy, migrate, retention};
+use voice_proxy_persistence::{PoolSettings, connect_lazy, dead_letter, migrate, retention};
 use voice_proxy_server::config::RetentionSettings;
-use voice_proxy_server::config::{DEFAULT_DATABASE_URL, Settings};
+use voice_proxy_server::config::{DEFAULT_DATABASE_URL, Settings, spool_dir_from_env};
 use voice_proxy_server::startup::Application;
 use voice_proxy_server::telemetry;
 
@@ -34,9 +34,21 @@ enum Command {
     #[command(subcommand, name = "api-keys")]
     ApiKeys(ApiKeysCommand),
     /// Replace the real numbers of pairings over for longer than RETENTION_DAYS by their keyed
-    /// hash (RETENTION_HASH_KEY), in pairings, call records and events, then exit. Needs only
-    /// DATABASE_URL and the RETENTION_ settings.
+    /// hash (RETENTION_HASH_KEY), in pairings, call records and events, and in the dead-letter
+    /// file of SPOOL_DIR, then exit. Needs only DATABASE_URL, SPOOL_DIR and the RETENTION_
+    /// settings.
     Purge,
+    /// Records Postgres refused, kept in the dead-letter file of SPOOL_DIR.
+    #[command(subcommand, name = "dead-letter")]
+    DeadLetter(DeadLetterCommand),
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Write every dead-lettered record to the database again, once the cause is fixed; those
+    /// still refused stay in the file. Needs only DATABASE_URL and SPOOL_DIR; applies pending
+    /// migrations first.
+    Replay,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +106,13 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::DeadLetter(DeadLetterCommand::Replay) = cli.command {
+        if let Err(e) = replay_command().await {
+            eprintln!("voice-proxy: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     if let Command::Purge = cli.command {
         if let Err(e) = purge_command().await {
             eprintln!("voice-proxy: {e:#}");
@@ -120,7 +139,9 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await?;
             tracing::info!("voice-proxy stopped");
         }
-        Command::ApiKeys(_) | Command::Purge | Command::Migrate => unreachable!("handled above"),
+        Command::ApiKeys(_) | Command::Purge | Command::Migrate | Command::DeadLetter(_) => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }
@@ -152,13 +173,55 @@ async fn purge_command() -> anyhow::Result<()> {
         .context("could not apply migrations")?;
     let pool = connect_lazy(options, &PoolSettings::default());
     let report = retention::purge(&pool, after, &retention.hash_key).await?;
+    let spool_dir = spool_dir_from_env();
+    let dead_letters = if spool_dir.is_dir() {
+        dead_letter::purge(&spool_dir, after, &retention.hash_key)
+            .with_context(|| format!("could not purge {}", spool_dir.display()))?
+    } else {
+        0
+    };
     println!(
-        "replaced the numbers of {} participants, {} calls and {} events older than {} days",
+        "replaced the numbers of {} participants, {} calls and {} events older than {} days, \
+         and of {} dead-lettered records",
         report.participants,
         report.calls,
         report.events,
-        after.num_days()
+        after.num_days(),
+        dead_letters,
     );
+    Ok(())
+}
+
+async fn replay_command() -> anyhow::Result<()> {
+    let options = database_options()?;
+    migrate::run_with(&options)
+        .await
+        .context("could not apply migrations")?;
+    let spool_dir = spool_dir_from_env();
+    if !spool_dir.is_dir() {
+        anyhow::bail!(
+            "SPOOL_DIR {} is not a folder: set SPOOL_DIR to the spool of the instance whose dead-letter file to replay",
+            spool_dir.display()
+        );
+    }
+    let pool = connect_lazy(options, &PoolSettings::default());
+    let report = dead_letter::replay(&pool, &spool_dir).await?;
+    pool.close().await;
+    println!(
+        "replayed the dead-letter file of {}: {} stored, {} already stored, {} refused again, {} not tried (database unreachable)",
+        spool_dir.display(),
+        report.stored,
+        report.duplicates,
+        report.refused,
+        report.not_tried
+    );
+    if report.refused + report.not_tried > 0 {
+        anyhow::bail!(
+            "{} records stay in {}",
+            report.refused + report.not_tried,
+            spool_dir.join(dead_letter::FILE).display()
+        );
+    }
     Ok(())
 }
 

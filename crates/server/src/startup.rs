@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio::sync::Notify;
 
 use actix_web::dev::{Server, Service};
@@ -54,7 +55,14 @@ impl Application {
             pool.clone(),
             &settings.spool_dir,
             settings.spool_segment_bytes,
-        )?;
+            settings.spool_memory_bytes,
+        )
+        .with_context(|| {
+            format!(
+                "SPOOL_DIR {} cannot be used: the service needs a folder it can write",
+                settings.spool_dir.display()
+            )
+        })?;
         let mirror = Arc::new(RouteMirror::new(settings.route_mirror_lease));
         let ledger = Arc::new(LoadLedger::new());
         let shared = Shared::new(
@@ -151,7 +159,8 @@ impl Application {
             })),
             tokio::spawn(supervised("retention_purge", RESTART_DELAY, {
                 let (pool, retention) = (self.pool.clone(), self.settings.retention.clone());
-                move || purge_forever(pool.clone(), retention.clone())
+                let spool = spool.clone();
+                move || purge_forever(pool.clone(), spool.clone(), retention.clone())
             })),
             tokio::spawn(supervised("spool_drain", RESTART_DELAY, {
                 let (spool, pool) = (spool.clone(), self.pool.clone());
@@ -250,14 +259,30 @@ async fn listen_for_changes(pool: PgPool, changed: Arc<Notify>) {
     }
 }
 
-/// Replaces old real numbers by their keyed hash, every `interval`.
-async fn purge_forever(pool: PgPool, retention: RetentionSettings) {
+/// Replaces old real numbers by their keyed hash, every `interval`: in the database, and in this
+/// instance's dead-letter file.
+async fn purge_forever(pool: PgPool, spool: Arc<recorder::Spool>, retention: RetentionSettings) {
     let Some(after) = retention.after else {
         return;
     };
     let mut ticker = tokio::time::interval(retention.interval);
     loop {
         ticker.tick().await;
+        let key = retention.hash_key.clone();
+        let purged = tokio::task::spawn_blocking({
+            let spool = spool.clone();
+            move || spool.purge_dead_letters(after, &key)
+        })
+        .await;
+        match purged {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                records = n,
+                "replaced old numbers in the dead-letter file by their keyed hash"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "dead-letter purge failed; will retry"),
+            Err(e) => tracing::warn!(error = %e, "dead-letter purge failed; will retry"),
+        }
         match retention::purge(&pool, after, &retention.hash_key).await {
             Ok(r) if r == PurgeReport::default() => {}
             Ok(r) => tracing::info!(

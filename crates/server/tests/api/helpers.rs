@@ -312,3 +312,34 @@ pub fn proxy_of(pairing: &Value, i: usize) -> String {
         .expect("proxy_number")
         .to_owned()
 }
+
+/// Waits (up to `limit`) until `check` holds; panics naming `what` otherwise.
+pub async fn wait_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+impl TestApp {
+    /// The value of one series of `/metrics`, e.g. `events_received_total{result="stored"}`;
+    /// 0 when it is not there.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().expect("a number"))
+    }
+}

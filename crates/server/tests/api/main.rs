@@ -19,6 +19,7 @@ mod resilience;
 mod retention;
 mod signatures;
 mod spool;
+mod spool_safety;
 mod stalled;
 mod vonage_traffic;
 mod webhooks;

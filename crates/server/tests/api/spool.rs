@@ -182,9 +182,13 @@ async fn a_segment_file_gone_from_disk_does_not_stop_the_drain() {
 async fn appends_and_drains_at_once_store_every_record_once_with_or_without_copies() {
     let pool = migrated_pool().await;
     let dir = std::env::temp_dir().join(format!("vp-spool-db-{}", Uuid::new_v4().simple()));
-    // Small segments fill while being drained; with room for 10 copies, most segments lose
-    // theirs and are read back from their files, skipping what was drained before.
-    let spool = Arc::new(Spool::open(&dir, 64 * 1024).unwrap().with_cache_limit(10));
+    // Small segments fill while being drained; with room for about 10 copies, most records go
+    // to segments without one and are read back from their files, skipping what was drained.
+    let spool = Arc::new(
+        Spool::open(&dir, 64 * 1024)
+            .unwrap()
+            .with_memory_limit(2_500),
+    );
     let writers: Vec<_> = (0..4)
         .map(|t| {
             let spool = spool.clone();
@@ -224,7 +228,7 @@ async fn the_recorder_has_a_segment_ready_before_the_first_call() {
     let pool = migrated_pool().await;
     let dir = std::env::temp_dir().join(format!("vp-spool-db-{}", Uuid::new_v4().simple()));
     let size = 1 << 20;
-    let recorder = Recorder::start(pool.clone(), &dir, size).unwrap();
+    let recorder = Recorder::start(pool.clone(), &dir, size, 1 << 20).unwrap();
     let ready = files(&dir);
     assert_eq!(ready.len(), 1, "one segment, prepared at start");
     assert_eq!(std::fs::metadata(dir.join(&ready[0])).unwrap().len(), size);

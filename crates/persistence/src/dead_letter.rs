@@ -1,0 +1,311 @@
+//! The dead-letter file: records Postgres refused (a constraint, their data), kept in the spool
+//! folder as JSON lines for an operator, private to the service's user (0600).
+//!
+//! Three writers may touch it: the service appending what Postgres refuses, the service's
+//! retention purge rewriting old records without their real numbers, and
+//! `voice-proxy dead-letter replay` (another process) taking the records to write them again.
+//! All of them hold the lock of `dead-letter.lock` (an advisory file lock) while they read or
+//! change the file, so none of them loses what another wrote.
+//!
+//! A replay first moves the records to `dead-letter.replaying.jsonl`, then writes them to
+//! Postgres, then puts those still refused back and deletes the replaying file: a replay that is
+//! interrupted leaves its records there, and the next replay takes them again (every write is
+//! idempotent).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use sqlx::PgPool;
+use voice_proxy_domain::phone::redact_numbers;
+
+use crate::recorder::{Record, write_batch};
+
+pub const FILE: &str = "dead-letter.jsonl";
+const REPLAYING: &str = "dead-letter.replaying.jsonl";
+const LOCK: &str = "dead-letter.lock";
+
+/// Holds the dead-letter lock until dropped.
+struct Locked(File);
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+fn lock(dir: &Path) -> std::io::Result<Locked> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(LOCK))?;
+    file.lock()?;
+    Ok(Locked(file))
+}
+
+fn open_for_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn write_lines(file: &mut File, records: &[Record]) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    for record in records {
+        serde_json::to_writer(&mut buf, record)?;
+        buf.push(b'\n');
+    }
+    file.write_all(&buf)?;
+    file.sync_data()
+}
+
+/// Reads the records of a dead-letter file; a missing file holds none. A line that does not
+/// parse (a torn last line) is skipped.
+fn read(path: &Path) -> std::io::Result<Vec<Record>> {
+    let data = match fs::read(path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(data
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .collect())
+}
+
+/// Appends records to the dead-letter file of the spool in `dir`, fsynced.
+pub fn append(dir: &Path, records: &[Record]) -> std::io::Result<()> {
+    let _locked = lock(dir)?;
+    write_lines(&mut open_for_append(&dir.join(FILE))?, records)
+}
+
+/// When a record came in.
+fn received(record: &Record) -> DateTime<Utc> {
+    match record {
+        Record::Call(c) => c.started_at,
+        Record::Event(e) => e.received_at,
+    }
+}
+
+/// The keyed hash the retention purge puts in place of a number: `hmac:` and the hex
+/// HMAC-SHA256 of it, as pgcrypto's `hmac(number, key, 'sha256')` computes it in the database.
+pub fn keyed_hash(number: &str, key: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(number.as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("hmac:{hex}")
+}
+
+/// Replaces a record's real numbers by their keyed hash; returns whether any was replaced.
+fn redact(record: &mut Record, key: &str) -> bool {
+    let mut hash = |n: &str| keyed_hash(n, key);
+    match record {
+        Record::Call(c) => {
+            let mut changed = false;
+            for number in [&mut c.caller, &mut c.callee].into_iter().flatten() {
+                if !number.starts_with("hmac:") {
+                    *number = hash(number);
+                    changed = true;
+                }
+            }
+            changed
+        }
+        Record::Event(e) => redact_numbers(&mut e.payload, &mut hash) > 0,
+    }
+}
+
+/// Replaces the real numbers of records that came in more than `older_than` ago by their keyed
+/// hash, in the dead-letter file and in an unfinished replay's file. Returns how many records it
+/// changed.
+pub fn purge(dir: &Path, older_than: chrono::Duration, key: &str) -> std::io::Result<usize> {
+    let _locked = lock(dir)?;
+    let cutoff = Utc::now() - older_than;
+    let mut changed = 0;
+    for path in [dir.join(FILE), dir.join(REPLAYING)] {
+        let mut records = read(&path)?;
+        let before = changed;
+        for record in records.iter_mut().filter(|r| received(r) < cutoff) {
+            if redact(record, key) {
+                changed += 1;
+            }
+        }
+        if changed > before {
+            replace(&path, &records)?;
+        }
+    }
+    Ok(changed)
+}
+
+/// Replaces the file at `path` by one holding `records`, atomically.
+fn replace(path: &Path, records: &[Record]) -> std::io::Result<()> {
+    let temp = path.with_extension("jsonl.new");
+    let _ = fs::remove_file(&temp);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&temp)?;
+    write_lines(&mut file, records)?;
+    fs::rename(&temp, path)?;
+    sync_dir(path)
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// What a replay came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Written to Postgres now.
+    pub stored: usize,
+    /// Found in Postgres already.
+    pub duplicates: usize,
+    /// Refused again: back in the dead-letter file.
+    pub refused: usize,
+    /// Not tried: the database could not be reached (back in the file, to try again later).
+    pub not_tried: usize,
+}
+
+/// Writes every dead-lettered record of the spool in `dir` to Postgres again, one at a time;
+/// those still refused, and those not tried because the database could not be reached, go back
+/// into the dead-letter file.
+pub async fn replay(pool: &PgPool, dir: &Path) -> Result<ReplayReport, ReplayError> {
+    let records = take(dir)?;
+    let mut report = ReplayReport::default();
+    let mut kept = Vec::new();
+    let mut records = records.into_iter();
+    for record in records.by_ref() {
+        match write_batch(pool, std::slice::from_ref(&record)).await {
+            Ok(new) if new.first() == Some(&true) => report.stored += 1,
+            Ok(_) => report.duplicates += 1,
+            Err(e) if crate::is_transient(&e) => {
+                tracing::warn!(error = %e, "the database cannot be reached; the rest stays dead-lettered");
+                kept.push(record);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the database still refuses a record");
+                report.refused += 1;
+                kept.push(record);
+            }
+        }
+    }
+    let rest: Vec<Record> = records.collect();
+    report.not_tried = rest.len() + kept.len() - report.refused;
+    kept.extend(rest);
+    give_back(dir, &kept)?;
+    Ok(report)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the dead-letter file could not be read or written: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Moves the dead-lettered records into the replaying file (with those of an unfinished
+/// replay), and returns them all.
+fn take(dir: &Path) -> std::io::Result<Vec<Record>> {
+    let _locked = lock(dir)?;
+    let file = dir.join(FILE);
+    let replaying: PathBuf = dir.join(REPLAYING);
+    let waiting = read(&file)?;
+    if !waiting.is_empty() {
+        write_lines(&mut open_for_append(&replaying)?, &waiting)?;
+    }
+    match fs::remove_file(&file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    sync_dir(&file)?;
+    read(&replaying)
+}
+
+/// Puts `kept` back into the dead-letter file and deletes the replaying file.
+fn give_back(dir: &Path, kept: &[Record]) -> std::io::Result<()> {
+    let _locked = lock(dir)?;
+    if !kept.is_empty() {
+        write_lines(&mut open_for_append(&dir.join(FILE))?, kept)?;
+    }
+    match fs::remove_file(dir.join(REPLAYING)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    sync_dir(&dir.join(FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::{CallRecord, EventRecord};
+    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vp-dead-{}", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn old_call() -> Record {
+        Record::Call(CallRecord {
+            id: uuid::Uuid::now_v7(),
+            conversation_uuid: Some("CON-old".into()),
+            uuid: None,
+            pairing_id: None,
+            caller: Some("16465550101".into()),
+            proxy_number: Some("12125550123".into()),
+            callee: Some("16465550102".into()),
+            outcome: "routed".into(),
+            started_at: Utc::now() - chrono::Duration::days(100),
+            endpoint_type: None,
+        })
+    }
+
+    fn new_event() -> Record {
+        Record::Event(EventRecord {
+            payload: json!({"conversation_uuid": "CON-new", "from": "16465550101"}),
+            received_at: Utc::now(),
+        })
+    }
+
+    #[test]
+    fn the_purge_hashes_the_numbers_of_old_records_only_and_keeps_the_file_private() {
+        let dir = temp_dir();
+        append(&dir, &[old_call(), new_event()]).unwrap();
+        let mode = fs::metadata(dir.join(FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(purge(&dir, chrono::Duration::days(90), "key").unwrap(), 1);
+        let text = fs::read_to_string(dir.join(FILE)).unwrap();
+        assert!(!text.contains("16465550102"), "{text}");
+        assert!(text.contains(&keyed_hash("16465550102", "key")));
+        assert!(text.contains("12125550123"), "the pool number stays");
+        assert!(
+            text.contains("\"from\":\"16465550101\""),
+            "the new event keeps its number"
+        );
+        let mode = fs::metadata(dir.join(FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(purge(&dir, chrono::Duration::days(90), "key").unwrap(), 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
