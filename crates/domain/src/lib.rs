@@ -6,6 +6,7 @@ pub mod call;
 pub mod ncco;
 pub mod pairing;
 pub mod phone;
+pub mod text;
 
 pub use call::{CallEvent, CallId, CallOutcome, CallProgress, CallStatus, Money};
 pub use ncco::Ncco;

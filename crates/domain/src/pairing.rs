@@ -7,6 +7,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::phone::PhoneNumber;
+use crate::text;
 
 /// The longest label and reference we accept.
 pub const MAX_LABEL_LEN: usize = 64;
@@ -114,9 +115,15 @@ pub enum NewPairingError {
     SameParticipant,
     #[error("ttl_seconds must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}")]
     TtlOutOfRange,
-    #[error("label must be 1 to {MAX_LABEL_LEN} characters")]
+    #[error(
+        "label must be 1 to {MAX_LABEL_LEN} characters, without control or invisible formatting \
+         characters (such as bidirectional overrides or zero-width spaces)"
+    )]
     BadLabel,
-    #[error("reference must be 1 to {MAX_REFERENCE_LEN} characters")]
+    #[error(
+        "reference must be 1 to {MAX_REFERENCE_LEN} characters, without control or invisible \
+         formatting characters (such as bidirectional overrides or zero-width spaces)"
+    )]
     BadReference,
 }
 
@@ -134,13 +141,18 @@ impl NewPairing {
             return Err(NewPairingError::SameParticipant);
         }
         for p in [&a, &b] {
-            if let Some(label) = &p.label {
-                validate_text(label, MAX_LABEL_LEN).map_err(|()| NewPairingError::BadLabel)?;
+            if p.label
+                .as_ref()
+                .is_some_and(|l| !text::is_clean(l, MAX_LABEL_LEN))
+            {
+                return Err(NewPairingError::BadLabel);
             }
         }
-        if let Some(reference) = &reference {
-            validate_text(reference, MAX_REFERENCE_LEN)
-                .map_err(|()| NewPairingError::BadReference)?;
+        if reference
+            .as_ref()
+            .is_some_and(|r| !text::is_clean(r, MAX_REFERENCE_LEN))
+        {
+            return Err(NewPairingError::BadReference);
         }
         let ttl = ttl_from_seconds(ttl_seconds).ok_or(NewPairingError::TtlOutOfRange)?;
         Ok(Self {
@@ -165,15 +177,6 @@ pub fn ttl_from_seconds(seconds: i64) -> Option<Duration> {
     (MIN_TTL_SECONDS..=MAX_TTL_SECONDS)
         .contains(&seconds)
         .then(|| Duration::seconds(seconds))
-}
-
-fn validate_text(s: &str, max_chars: usize) -> Result<(), ()> {
-    let n = s.chars().count();
-    if n == 0 || n > max_chars || s.trim().is_empty() || s.chars().any(char::is_control) {
-        Err(())
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

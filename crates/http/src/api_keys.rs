@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use voice_proxy_persistence::api_keys::{
-    self, ApiKey, ApiKeyId, CreateKeyError, MAX_NAME_LEN, NewApiKey,
+    self, ApiKey, ApiKeyId, CreateKeyError, InvalidApiKeyId, MAX_NAME_LEN, NewApiKey,
 };
 
 use crate::auth::{Scope, admin};
@@ -192,9 +192,8 @@ pub async fn list_keys(
 }
 
 fn parse_key_id(raw: &str) -> Result<ApiKeyId, ApiError> {
-    Uuid::parse_str(raw)
-        .map(ApiKeyId::from_uuid)
-        .map_err(|_| ApiError::bad_request("the API key id is not a UUID"))
+    raw.parse()
+        .map_err(|e: InvalidApiKeyId| ApiError::bad_request(format!("the API key id is {e}")))
 }
 
 /// `GET /v1/api-keys/{id}`: one key, without its secret.

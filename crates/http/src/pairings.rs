@@ -9,6 +9,7 @@ use voice_proxy_domain::pairing::NewPairingError;
 use voice_proxy_domain::pairing::{
     MAX_LABEL_LEN, MAX_REFERENCE_LEN, MAX_TTL_SECONDS, ttl_from_seconds,
 };
+use voice_proxy_domain::text::has_hidden_characters;
 use voice_proxy_domain::{NewPairing, PairingId, PairingStatus, ParticipantRequest};
 use voice_proxy_persistence::pairings::{
     self, ChangeExpiryError, CreateOutcome, CreatePairingError, NewExpiry, Pairing, PairingFilter,
@@ -371,12 +372,13 @@ pub async fn list_pairings(
     if let Some(reference) = &query.reference
         && (reference.is_empty()
             || reference.chars().count() > MAX_REFERENCE_LEN
-            || reference.chars().any(char::is_control))
+            || has_hidden_characters(reference))
     {
         // No pairing can have it: refused rather than searched for (Postgres cannot even hold
         // a NUL byte).
         return Err(ApiError::validation(format!(
-            "reference must be 1 to {MAX_REFERENCE_LEN} characters, without control characters"
+            "reference must be 1 to {MAX_REFERENCE_LEN} characters, without control or \
+             invisible formatting characters"
         )));
     }
     let filter = PairingFilter {

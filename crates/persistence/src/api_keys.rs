@@ -12,6 +12,8 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
+use voice_proxy_domain::text;
+
 use crate::pagination::Page;
 
 /// What every key starts with, so that a leaked one is easy to recognise (and to scan for).
@@ -75,12 +77,23 @@ impl ApiKeyId {
     }
 }
 
+/// An id in the one form keys are issued and listed with: a UUID in lowercase hexadecimal
+/// with hyphens. Other spellings of the same UUID (braces, no hyphens, upper case, a `urn:`
+/// prefix) are refused, so that one key has one name in URLs, logs and audits.
 impl std::str::FromStr for ApiKeyId {
-    type Err = uuid::Error;
+    type Err = InvalidApiKeyId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::try_parse(s.trim()).map(Self)
+        let id = Uuid::try_parse(s).map_err(|_| InvalidApiKeyId)?;
+        if id.hyphenated().to_string() != s {
+            return Err(InvalidApiKeyId);
+        }
+        Ok(Self(id))
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an API key id (a lowercase UUID with hyphens, as issued)")]
+pub struct InvalidApiKeyId;
 
 impl Default for ApiKeyId {
     fn default() -> Self {
@@ -149,7 +162,10 @@ pub struct NewApiKey {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidApiKey {
-    #[error("name must be 1 to {MAX_NAME_LEN} characters, without control characters")]
+    #[error(
+        "name must be 1 to {MAX_NAME_LEN} characters, without control or invisible formatting \
+         characters (such as bidirectional overrides or zero-width spaces)"
+    )]
     Name,
     #[error("give at least one scope")]
     NoScope,
@@ -159,10 +175,7 @@ impl NewApiKey {
     /// Trims the name and removes repeated scopes.
     pub fn new(name: &str, scopes: &[Scope]) -> Result<Self, InvalidApiKey> {
         let name = name.trim();
-        if name.is_empty()
-            || name.chars().count() > MAX_NAME_LEN
-            || name.chars().any(char::is_control)
-        {
+        if !text::is_clean(name, MAX_NAME_LEN) {
             return Err(InvalidApiKey::Name);
         }
         let mut scopes = scopes.to_vec();
@@ -196,7 +209,10 @@ fn parse_token(token: &str) -> Option<(ApiKeyId, &str)> {
     if secret.is_empty() {
         return None;
     }
-    let id = Uuid::try_parse(id).ok()?;
+    // The id as keys are issued: 32 lowercase hex digits, no other spelling of the UUID.
+    let id = Uuid::try_parse(id)
+        .ok()
+        .filter(|u| u.simple().to_string() == id)?;
     Some((ApiKeyId(id), secret))
 }
 
@@ -371,6 +387,21 @@ mod tests {
     }
 
     #[test]
+    fn key_ids_are_read_only_in_the_form_they_are_issued_in() {
+        let id = Uuid::now_v7();
+        assert_eq!(id.to_string().parse(), Ok(ApiKeyId(id)));
+        for other in [
+            id.simple().to_string(),
+            id.braced().to_string(),
+            id.urn().to_string(),
+            id.to_string().to_uppercase(),
+            format!(" {id}"),
+        ] {
+            assert_eq!(other.parse::<ApiKeyId>(), Err(InvalidApiKeyId), "{other}");
+        }
+    }
+
+    #[test]
     fn tokens_parse_only_in_their_own_shape() {
         let id = Uuid::now_v7();
         let token = format!("vpk_{}_abc-_def", id.simple());
@@ -378,6 +409,9 @@ mod tests {
         assert_eq!(parse_token(&format!("vpk_{}_", id.simple())), None);
         assert_eq!(parse_token(&format!("vpk_{}", id.simple())), None);
         assert_eq!(parse_token("vpk_nothex_secret"), None);
+        let upper = id.simple().to_string().to_uppercase();
+        assert_eq!(parse_token(&format!("vpk_{upper}_abc")), None);
+        assert_eq!(parse_token(&format!("vpk_{}_abc", id.hyphenated())), None);
         assert_eq!(parse_token("Bearer"), None);
     }
 

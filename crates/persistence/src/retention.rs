@@ -82,18 +82,10 @@ const PURGE_CALLS: &str = "UPDATE calls c
                        AND (p.id IS NULL OR upper(p.active_during) < now() - make_interval(secs => $1))
                      LIMIT $3 FOR UPDATE OF k SKIP LOCKED)";
 
-/// Events: they carry the numbers in `from` and `to`; pool numbers are ours and stay.
+/// Events: numbers may be anywhere in their payload (`voice_proxy_redact_numbers`, V11); pool
+/// numbers are ours and stay.
 const PURGE_EVENTS: &str = "UPDATE call_events e
-                SET purged = true,
-                    payload = e.payload
-                        || CASE WHEN jsonb_typeof(e.payload->'from') = 'string'
-                                 AND NOT EXISTS (SELECT 1 FROM pool_numbers WHERE number = e.payload->>'from')
-                            THEN jsonb_build_object('from', 'hmac:' || encode(hmac(e.payload->>'from', $2, 'sha256'), 'hex'))
-                            ELSE '{}'::jsonb END
-                        || CASE WHEN jsonb_typeof(e.payload->'to') = 'string'
-                                 AND NOT EXISTS (SELECT 1 FROM pool_numbers WHERE number = e.payload->>'to')
-                            THEN jsonb_build_object('to', 'hmac:' || encode(hmac(e.payload->>'to', $2, 'sha256'), 'hex'))
-                            ELSE '{}'::jsonb END
+                SET purged = true, payload = voice_proxy_redact_numbers(e.payload, $2)
               WHERE e.id IN (
                     SELECT id FROM call_events
                      WHERE NOT purged AND received_at < now() - make_interval(secs => $1)

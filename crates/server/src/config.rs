@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sqlx::postgres::PgConnectOptions;
 use voice_proxy_domain::allocation::{AllocationPolicy, CoolOffMode, GeoMatch, Stickiness};
+use voice_proxy_domain::ncco::TTS_LANGUAGES;
 use voice_proxy_domain::pairing::{MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use voice_proxy_http::HttpSettings;
 use voice_proxy_http::signature::{PayloadHashMode, SignatureSettings};
@@ -175,6 +176,17 @@ impl Settings {
                 "DEFAULT_PAIRING_TTL_SECONDS must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}"
             );
         }
+        let message_language = env
+            .string("MESSAGE_LANGUAGE")
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_else(|| "en-US".to_owned());
+        if !TTS_LANGUAGES.contains(&message_language.as_str()) {
+            bail!(
+                "MESSAGE_LANGUAGE={message_language:?} is not a language Vonage's text-to-speech \
+                 speaks (every message would fail); use one of {}",
+                TTS_LANGUAGES.join(", ")
+            );
+        }
         let public_base_url = env.string("PUBLIC_BASE_URL");
         if let Some(url) = &public_base_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -303,9 +315,7 @@ impl Settings {
                         "The person you are calling is not available. Please try again later."
                             .to_owned()
                     }),
-                message_language: env
-                    .string("MESSAGE_LANGUAGE")
-                    .unwrap_or_else(|| "en-US".to_owned()),
+                message_language,
                 public_base_url,
                 ring_timeout_seconds,
                 allocation,
@@ -425,6 +435,24 @@ mod tests {
             .to_string();
             assert!(err.contains(name), "{err}");
         }
+        let err = settings(&[
+            ("ADMIN_TOKEN", "0123456789abcdef"),
+            ("RETENTION_DAYS", "0"),
+            ("MESSAGE_LANGUAGE", "en-UK"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("MESSAGE_LANGUAGE") && err.contains("en-GB"),
+            "{err}"
+        );
+        let ok = settings(&[
+            ("ADMIN_TOKEN", "0123456789abcdef"),
+            ("RETENTION_DAYS", "0"),
+            ("MESSAGE_LANGUAGE", "cmn-TW"),
+        ])
+        .unwrap();
+        assert_eq!(ok.http.message_language, "cmn-TW");
         let err = settings(&[
             ("ADMIN_TOKEN", "0123456789abcdef"),
             ("RETENTION_DAYS", "0"),

@@ -269,8 +269,7 @@ async fn api_keys_command(command: ApiKeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ApiKeysCommand::Revoke { id } => {
-            let id = ApiKeyId::from_str(&id)
-                .map_err(|_| anyhow::anyhow!("{id:?} is not an API key id (a UUID)"))?;
+            let id = ApiKeyId::from_str(&id).map_err(|e| anyhow::anyhow!("{id:?} is {e}"))?;
             match api_keys::revoke(&pool, id).await? {
                 Some(key) => {
                     println!(

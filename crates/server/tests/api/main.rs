@@ -6,6 +6,7 @@ mod binary;
 mod calls;
 mod change_feed;
 mod helpers;
+mod hygiene;
 mod invariants;
 mod numbers;
 mod observability;

@@ -155,3 +155,66 @@ async fn the_service_purges_periodically() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_purged(&app, &proxy).await;
 }
+
+#[tokio::test]
+async fn numbers_are_purged_wherever_they_are_in_an_event() {
+    let app = spawn_app().await;
+    let (_, proxy) = old_and_new_history(&app).await;
+    let nested = json!({"uuid": "CON-old-out", "conversation_uuid": "CON-old",
+        "status": "answered", "direction": "outbound", "from": 16465550101_u64, "to": proxy,
+        "headers": {"x-caller": "+16465550101", "list": [16465550102_u64, "CON-old"]},
+        "size": 12345678, "duration": "1234567", "timestamp": "2024-05-01T10:00:01Z"});
+    assert_eq!(app.post_event(&nested).await.status(), 204);
+    sqlx::query("UPDATE call_events SET received_at = now() - interval '100 days' WHERE conversation_uuid = 'CON-old'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    run_purge(&app).await;
+    let payload: Value =
+        sqlx::query_scalar("SELECT payload FROM call_events WHERE leg_uuid = 'CON-old-out'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let caller: String =
+        sqlx::query_scalar("SELECT caller FROM calls WHERE conversation_uuid = 'CON-old'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(payload["from"], caller.as_str(), "a JSON number, hashed");
+    assert_eq!(
+        payload["headers"]["x-caller"],
+        caller.as_str(),
+        "nested, with a +"
+    );
+    assert!(
+        payload["headers"]["list"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac:")
+    );
+    assert_eq!(payload["headers"]["list"][1], "CON-old");
+    assert_eq!(payload["to"], proxy, "pool numbers are ours and stay");
+    assert_eq!(payload["size"], 12345678, "not a number of a person");
+    assert_eq!(payload["duration"], "1234567");
+    assert!(!payload.to_string().contains("6465550101"));
+}
+
+/// The dead-letter file's purge hashes numbers in the service, the database's in Postgres: the
+/// same number must come out the same.
+#[tokio::test]
+async fn the_services_keyed_hash_is_the_databases() {
+    let app = spawn_app().await;
+    let in_postgres: String = sqlx::query_scalar(
+        "SELECT 'hmac:' || encode(hmac('16465550101', 'test-retention-key-0123456789', 'sha256'), 'hex')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        voice_proxy_persistence::dead_letter::keyed_hash(
+            "16465550101",
+            "test-retention-key-0123456789"
+        ),
+        in_postgres
+    );
+}
