@@ -42,7 +42,7 @@ use crate::{api_keys, calls, numbers, pairings};
         api_keys::get_key,
         api_keys::revoke_key,
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, calls::CallStatusName)),
     modifiers(&BearerScheme),
     tags(
         (name = "numbers", description = "The pool of proxy numbers."),

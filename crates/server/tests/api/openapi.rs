@@ -270,3 +270,32 @@ async fn text_postgres_cannot_hold_is_refused_as_bad_input_not_a_500() {
     );
     assert_eq!(app.get("/v1/numbers").await.status(), 200);
 }
+
+/// Every `$ref` in the document names a schema it defines (an unresolvable one makes clients and
+/// schemathesis skip that part of the schema).
+#[tokio::test]
+async fn every_reference_in_the_document_resolves() {
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) => out.push(r.clone()),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let app = spawn_app().await;
+    let doc = fetch_document(&app).await;
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    for r in found {
+        let pointer = r.strip_prefix('#').expect("a local reference");
+        assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+}
