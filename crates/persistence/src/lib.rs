@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod calls;
+pub mod db_error;
 pub mod dead_letter;
 pub mod migrate;
 pub mod numbers;
@@ -15,6 +16,7 @@ pub mod spool;
 
 use std::time::Duration;
 
+pub use db_error::is_transient;
 pub use sqlx::PgPool;
 pub use sqlx::postgres::PgListener;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -74,25 +76,4 @@ pub(crate) fn violates(err: &sqlx::Error, constraint: &str) -> bool {
     err.as_database_error()
         .and_then(|e| e.constraint())
         .is_some_and(|c| c == constraint)
-}
-
-/// Whether an error means the database could not be reached or asked us to retry (as opposed to
-/// refusing this data): the write may succeed later, unchanged.
-pub fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08")
-                || c.starts_with("57P")
-                || c == "40001"
-                || c == "40P01"
-                || c == "53300"
-        }),
-        _ => false,
-    }
 }

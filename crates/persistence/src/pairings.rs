@@ -206,13 +206,8 @@ enum Attempt {
 
 impl From<sqlx::Error> for Attempt {
     fn from(e: sqlx::Error) -> Self {
-        // 40P01 deadlock and 40001 serialization failure: Postgres aborted us to let a
-        // concurrent transaction through; the attempt is retried.
-        let retryable = e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .is_some_and(|c| c == "40P01" || c == "40001");
-        if retryable
+        // Postgres aborted us to let a concurrent transaction through: the attempt is retried.
+        if crate::db_error::lost_to_concurrency(&e)
             || violates(&e, "participants_one_route")
             || violates(&e, "pairings_reference_once")
         {

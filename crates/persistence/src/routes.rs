@@ -18,6 +18,13 @@
 //! slow or unreachable) it asks the database again, and the closer stops waiting for it after
 //! one lease. A miss or an ended route in memory is always checked in the database: the pairing
 //! may have been created, or extended, through another instance a moment ago.
+//!
+//! Across a failover: transaction ids are a server's counter. A standby promoted after a failover
+//! continues the counter from the write-ahead log it received, and the mirror moves its horizon
+//! forward only after a commit of its own (its heartbeat), so the ids below the horizon were on
+//! record before the switch (see `RouteMirror::advance`). Besides, when a poll finds another
+//! server (or the same one restarted: `pg_postmaster_start_time()` differs), the mirror reads
+//! every route again instead of trusting the ids (`route_mirror_reloads_total`).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -174,6 +181,12 @@ impl RouteMirror {
     /// Loads every active route. Streams the rows, so memory holds only the map.
     #[tracing::instrument(skip_all)]
     pub async fn load(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
+        self.read_all(pool, false).await
+    }
+
+    /// Reads every active route; `replace`: instead of what memory holds (a reload), else beside
+    /// it.
+    async fn read_all(&self, pool: &PgPool, replace: bool) -> Result<usize, sqlx::Error> {
         let began = Instant::now();
         let (started, horizon) = Horizon::read(pool).await?;
         let mut routes = HashMap::new();
@@ -191,15 +204,17 @@ impl RouteMirror {
         let count = routes.len();
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            // Changes that arrived by polling during the load are newer; keep them.
-            for (k, v) in state.routes.drain() {
-                routes.insert(k, v);
+            if !replace {
+                // Changes that arrived by polling during the load are newer; keep them.
+                for (k, v) in state.routes.drain() {
+                    routes.insert(k, v);
+                }
             }
             state.routes = routes;
-            state.since = Some(horizon);
         }
-        self.loaded.store(true, Ordering::Release);
         self.synced(pool, began, started).await?;
+        self.advance(horizon);
+        self.loaded.store(true, Ordering::Release);
         Ok(count)
     }
 
@@ -229,6 +244,17 @@ impl RouteMirror {
         Ok(())
     }
 
+    /// The next poll reads the changes of the transactions not finished at `horizon`. Called
+    /// only once this instance's heartbeat, written after reading up to `horizon`, committed:
+    /// that commit waited for the WAL before it to be flushed (and, with synchronous
+    /// replication, to reach a standby), so every transaction id below the horizon that is not
+    /// in its running list is on record, and a server that takes over after a crash or a
+    /// failover does not give it out again.
+    fn advance(&self, horizon: Horizon) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        state.since = Some(horizon);
+    }
+
     /// Takes this instance out of `route_mirrors` (at shutdown), so that nobody waits for it.
     pub async fn leave(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         self.synced.store(0, Ordering::Release);
@@ -247,6 +273,16 @@ impl RouteMirror {
         };
         let began = Instant::now();
         let (polled_at, horizon) = Horizon::read(pool).await?;
+        if horizon.server != since.server {
+            // Another server, or the same one restarted (a failover, a switchover, a crash): it
+            // may give out again transaction ids the previous one gave out but never wrote, so
+            // the feed read by transaction id could miss changes. Read everything again.
+            tracing::warn!(
+                "the database server changed (failover, switchover or restart); reloading the routes"
+            );
+            metrics::counter!("route_mirror_reloads_total").increment(1);
+            return self.read_all(pool, true).await;
+        }
         let rows: Vec<FeedRow> = sqlx::query_as(
             "SELECT pa.pairing_id, pa.number, pa.proxy_number, pa.counterpart_number,
                     pa.counterpart_proxy, upper(pa.active_during)
@@ -288,9 +324,9 @@ impl RouteMirror {
                 state.routes.retain(|_, e| e.ends_at > now);
                 state.pruned = Some(Instant::now());
             }
-            state.since = Some(horizon);
         }
         self.synced(pool, began, polled_at).await?;
+        self.advance(horizon);
         Ok(rows.len() / 2)
     }
 }
@@ -304,19 +340,31 @@ struct Horizon {
     next: i64,
     /// Transactions below `next` still running (`pg_snapshot_xip`).
     running: Vec<i64>,
+    /// Which server gave out these ids: its postmaster's start time, which differs from node to
+    /// node of a cluster and changes when a server restarts.
+    server: DateTime<Utc>,
 }
 
 impl Horizon {
     /// The database's time now, and its horizon.
     async fn read(pool: &PgPool) -> Result<(DateTime<Utc>, Self), sqlx::Error> {
-        let (at, next, running): (DateTime<Utc>, i64, Vec<i64>) = sqlx::query_as(
-            "SELECT clock_timestamp(), pg_snapshot_xmax(s)::text::bigint,
-                    ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x)
-               FROM pg_current_snapshot() AS s",
-        )
-        .fetch_one(pool)
-        .await?;
-        Ok((at, Self { next, running }))
+        let (at, next, running, server): (DateTime<Utc>, i64, Vec<i64>, DateTime<Utc>) =
+            sqlx::query_as(
+                "SELECT clock_timestamp(), pg_snapshot_xmax(s)::text::bigint,
+                        ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x),
+                        pg_postmaster_start_time()
+                   FROM pg_current_snapshot() AS s",
+            )
+            .fetch_one(pool)
+            .await?;
+        Ok((
+            at,
+            Self {
+                next,
+                running,
+                server,
+            },
+        ))
     }
 }
 

@@ -752,6 +752,10 @@ fn read_segment(path: &Path) -> std::io::Result<Vec<Record>> {
     Ok(records)
 }
 
+/// Whether the server a connection reaches can write: not in recovery, and not read-only.
+const WRITABLE: &str = "SELECT NOT pg_is_in_recovery()
+                          AND current_setting('transaction_read_only') = 'off'";
+
 /// Drains the spool whenever records are appended, and every `every` (to retry after a
 /// database failure), until the process ends. Keeps a spare segment prepared. While the
 /// database counts as down, probes it every `every` and counts it as up once it answers.
@@ -773,9 +777,14 @@ pub async fn drain_forever(spool: Arc<Spool>, pool: PgPool, every: Duration) {
         if spool.database_down() {
             let probe = async {
                 // A connection from before a restart of Postgres fails at once and is dropped
-                // from the pool; the next attempt takes another or opens a new one.
+                // from the pool; the next attempt takes another or opens a new one. A server
+                // that answers but cannot write (a standby, a leader still in recovery after a
+                // failover) still counts as down.
                 for _ in 0..4 {
-                    if sqlx::query("SELECT 1").execute(&pool).await.is_ok() {
+                    if let Ok(true) = sqlx::query_scalar::<_, bool>(WRITABLE)
+                        .fetch_one(&pool)
+                        .await
+                    {
                         return true;
                     }
                 }

@@ -5,6 +5,7 @@ mod api_keys;
 mod binary;
 mod calls;
 mod change_feed;
+mod failover;
 mod helpers;
 mod hygiene;
 mod invariants;
