@@ -94,9 +94,14 @@ fn split(batch: Vec<Job>) -> (Vec<Record>, Vec<Ack>) {
 }
 
 /// The front door for call records and events. Cloning shares it.
+///
+/// Call records and events are queued and batched apart: a call record only waits for the
+/// spool's fsync, never behind events waiting for a slow or failing database (the answer
+/// webhook waits for it while the caller hears nothing).
 #[derive(Clone)]
 pub struct Recorder {
-    jobs: mpsc::Sender<Job>,
+    calls: mpsc::Sender<Job>,
+    events: mpsc::Sender<Job>,
     spool: Arc<Spool>,
 }
 
@@ -117,16 +122,38 @@ impl Recorder {
         if let Err(e) = spool.prepare_spare() {
             tracing::warn!(error = %e, "could not prepare the first spool segment");
         }
-        let (jobs, rx) = mpsc::channel(16 * MAX_BATCH);
-        tokio::spawn(collect(rx, pool, spool.clone()));
-        Ok(Self { jobs, spool })
+        let (calls, calls_rx) = mpsc::channel(16 * MAX_BATCH);
+        let (events, events_rx) = mpsc::channel(16 * MAX_BATCH);
+        tokio::spawn(collect(calls_rx, {
+            let (pool, spool) = (pool.clone(), spool.clone());
+            move |batch| {
+                let (pool, spool) = (pool.clone(), spool.clone());
+                async move { spool_first(&pool, &spool, batch).await }
+            }
+        }));
+        tokio::spawn(collect(events_rx, {
+            let spool = spool.clone();
+            move |batch| {
+                let (pool, spool) = (pool.clone(), spool.clone());
+                async move { write_events(&pool, &spool, batch).await }
+            }
+        }));
+        Ok(Self {
+            calls,
+            events,
+            spool,
+        })
     }
 
     /// Stores a record; returns once it is durable (in Postgres or fsynced in the spool). A call
     /// record is always spooled first.
     pub async fn record(&self, record: Record) -> Result<Stored, RecordError> {
         let (ack, done) = oneshot::channel();
-        self.jobs
+        let queue = match record {
+            Record::Call(_) => &self.calls,
+            Record::Event(_) => &self.events,
+        };
+        queue
             .send(Job { record, ack })
             .await
             .map_err(|_| RecordError::Unavailable("the recorder has stopped".into()))?;
@@ -139,8 +166,12 @@ impl Recorder {
     }
 }
 
-/// Gathers queued jobs into batches and writes several batches at once.
-async fn collect(mut rx: mpsc::Receiver<Job>, pool: PgPool, spool: Arc<Spool>) {
+/// Gathers queued jobs into batches and writes several batches at once with `write`.
+async fn collect<W, F>(mut rx: mpsc::Receiver<Job>, write: W)
+where
+    W: Fn(Vec<Job>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -153,25 +184,14 @@ async fn collect(mut rx: mpsc::Receiver<Job>, pool: PgPool, spool: Arc<Spool>) {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let pool = pool.clone();
-        let spool = spool.clone();
+        let writing = write(batch);
         tokio::spawn(async move {
-            write_or_spool(&pool, &spool, batch).await;
+            writing.await;
             drop(permit);
         });
     }
     // The sender side is gone: wait for the batches still being written.
     let _ = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
-}
-
-async fn write_or_spool(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
-    let (calls, events): (Vec<Job>, Vec<Job>) = batch
-        .into_iter()
-        .partition(|j| matches!(j.record, Record::Call(_)));
-    tokio::join!(
-        spool_first(pool, spool, calls),
-        write_events(pool, spool, events)
-    );
 }
 
 /// Appends call records to the spool (one fsync for all of them), acknowledges them, and wakes

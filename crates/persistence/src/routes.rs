@@ -180,13 +180,13 @@ impl RouteMirror {
 
     /// Loads every active route. Streams the rows, so memory holds only the map.
     #[tracing::instrument(skip_all)]
-    pub async fn load(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
+    pub async fn load(&self, pool: &PgPool) -> Result<usize, MirrorError> {
         self.read_all(pool, false).await
     }
 
     /// Reads every active route; `replace`: instead of what memory holds (a reload), else beside
     /// it.
-    async fn read_all(&self, pool: &PgPool, replace: bool) -> Result<usize, sqlx::Error> {
+    async fn read_all(&self, pool: &PgPool, replace: bool) -> Result<usize, MirrorError> {
         let began = Instant::now();
         let (started, horizon) = Horizon::read(pool).await?;
         let mut routes = HashMap::new();
@@ -266,7 +266,7 @@ impl RouteMirror {
     }
 
     /// Applies the pairings changed since the previous poll. Returns how many changed.
-    pub async fn poll(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
+    pub async fn poll(&self, pool: &PgPool) -> Result<usize, MirrorError> {
         // Before the first load there is nothing to bring up to date: the load reads it all.
         let Some(since) = self.state.read().map(|s| s.since.clone()).unwrap_or(None) else {
             return Ok(0);
@@ -331,6 +331,17 @@ impl RouteMirror {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The connection reached a standby (during a failover or a switchover, before the proxy
+    /// in front of the cluster follows the new leader): the mirror waits for the leader rather
+    /// than read from a server about to be left behind.
+    #[error("the database server is a standby (in recovery); waiting for the leader")]
+    Standby,
+}
+
 /// Where the change feed stands at a moment: the transactions whose changes may not have been
 /// visible then. Every other transaction had committed or aborted, so what it wrote was visible
 /// to every statement that began after that moment.
@@ -346,17 +357,25 @@ struct Horizon {
 }
 
 impl Horizon {
-    /// The database's time now, and its horizon.
-    async fn read(pool: &PgPool) -> Result<(DateTime<Utc>, Self), sqlx::Error> {
-        let (at, next, running, server): (DateTime<Utc>, i64, Vec<i64>, DateTime<Utc>) =
-            sqlx::query_as(
-                "SELECT clock_timestamp(), pg_snapshot_xmax(s)::text::bigint,
-                        ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x),
-                        pg_postmaster_start_time()
-                   FROM pg_current_snapshot() AS s",
-            )
-            .fetch_one(pool)
-            .await?;
+    /// The database's time now, and its horizon; an error on a standby.
+    async fn read(pool: &PgPool) -> Result<(DateTime<Utc>, Self), MirrorError> {
+        let (at, next, running, server, standby): (
+            DateTime<Utc>,
+            i64,
+            Vec<i64>,
+            DateTime<Utc>,
+            bool,
+        ) = sqlx::query_as(
+            "SELECT clock_timestamp(), pg_snapshot_xmax(s)::text::bigint,
+                    ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x),
+                    pg_postmaster_start_time(), pg_is_in_recovery()
+               FROM pg_current_snapshot() AS s",
+        )
+        .fetch_one(pool)
+        .await?;
+        if standby {
+            return Err(MirrorError::Standby);
+        }
         Ok((
             at,
             Self {
