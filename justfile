@@ -60,8 +60,20 @@ test: fmt-check lint
 schemathesis:
     scripts/schemathesis.sh
 
+# voice-proxy on a three-node Patroni cluster through a crash, a failover and a switchover (needs root)
+test-ha:
+    scripts/test-ha.sh
+
+# Start the three-node Patroni cluster (etcd, HAProxy on 127.0.0.1:5440) under target/ha-cluster
+ha-up:
+    scripts/ha-cluster.sh up
+
+# Stop the Patroni cluster and delete its state
+ha-down:
+    scripts/ha-cluster.sh down
+
 # Everything CI runs
-ci: test
+ci: test test-ha
 
 # Fuzz phone-number, event-payload and money parsing, each target for `seconds`; fails on a crash (fuzz/README.md)
 fuzz seconds="180" *targets:

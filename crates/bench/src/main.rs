@@ -7,8 +7,12 @@
 //!   number) pairs read from a file or sampled from the database, optionally at a fixed rate;
 //!   prints requests/s, latency percentiles and how many calls were connected.
 //!
+//! - `failover`: steady calls and creates through a crash, a failover and a switchover of a
+//!   Patroni cluster, then checks that nothing acknowledged was lost (`just test-ha`).
+//!
 //! `scripts/bench-pairings.sh` (`just bench-pairings`) seeds a database and runs both.
 
+mod failover;
 mod numbers;
 mod stats;
 
@@ -39,6 +43,8 @@ enum Mode {
     Pairings(PairingsArgs),
     /// Call the answer webhook for known (caller, proxy number) pairs.
     Answer(AnswerArgs),
+    /// Calls and creates through faults of a Patroni cluster; checks nothing acknowledged is lost.
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -109,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.mode {
         Mode::Pairings(args) => pairings(args).await,
         Mode::Answer(args) => answer(args).await,
+        Mode::Failover(args) => failover::run(args).await,
     }
 }
 
