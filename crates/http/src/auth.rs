@@ -36,16 +36,23 @@ impl Principal {
 /// Guards a route with `needed`: the request is authorised before anything else of it is read,
 /// so a request without the credential or the scope gets its 401 or 403 whatever its body or
 /// query holds. The [`Principal`] is left in the request's extensions.
+///
+/// A refusal is answered here, as a response rather than an error, so that the request (and its
+/// unread body) stays with the response until it is sent (see `crate::deadline`).
 pub fn require(needed: Scope, route: Route) -> Route {
     route.wrap(from_fn(
         move |req: ServiceRequest, next: Next<BoxBody>| async move {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .cloned()
-                .ok_or_else(|| ApiError::unexpected(anyhow::anyhow!("no AppState")))?;
-            let principal = authorize(req.request(), &state, needed).await?;
-            req.extensions_mut().insert(principal);
-            next.call(req).await
+            let authorized = match req.app_data::<web::Data<AppState>>().cloned() {
+                Some(state) => authorize(req.request(), &state, needed).await,
+                None => Err(ApiError::unexpected(anyhow::anyhow!("no AppState"))),
+            };
+            match authorized {
+                Ok(principal) => {
+                    req.extensions_mut().insert(principal);
+                    next.call(req).await
+                }
+                Err(refusal) => Ok(req.error_response(refusal)),
+            }
         },
     ))
 }

@@ -372,6 +372,24 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
 
     let mut new = vec![false; records.len()];
     let mut tx = crate::begin_generic(pool).await?;
+    // Writers of one conversation take turns: a call written in one transaction and its first
+    // event in another, at the same moment, would each miss the other's uncommitted row, and
+    // the event would never be folded into the call. In one order for every writer (the lock
+    // statement sorts the keys), so they never wait on each other in a cycle.
+    let conversations: BTreeSet<&str> = calls
+        .iter()
+        .filter_map(|(_, c)| c.conversation_uuid.as_deref())
+        .chain(keyed.iter().map(|k| k.2.conversation_uuid.as_str()))
+        .collect();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k)
+           FROM (SELECT hashtextextended('conversation:' || c, 0) AS k
+                   FROM unnest($1::text[]) AS c) AS keys
+          ORDER BY k",
+    )
+    .bind(conversations.into_iter().collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
     let mut touched: BTreeSet<String> = BTreeSet::new();
     if !calls.is_empty() {
         let inserted: Vec<Uuid> = sqlx::query_scalar(

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
-use voice_proxy_http::deadline::limit_body;
+use voice_proxy_http::deadline::{Guarded, limit_body};
 use voice_proxy_http::telemetry::{MaskedRootSpan, echo_request_id};
 use voice_proxy_http::{Shared, configure};
 use voice_proxy_persistence::numbers::LoadLedger;
@@ -87,8 +87,12 @@ impl Application {
             let state = web::Data::new(shared.state(connect_lazy(database.clone(), &share)));
             App::new()
                 .wrap_fn(move |mut req, srv| {
-                    limit_body(&mut req, body_timeout);
-                    srv.call(req)
+                    let request_body = limit_body(&mut req, body_timeout);
+                    let response = srv.call(req);
+                    async move {
+                        let response = response.await?;
+                        Ok(response.map_body(|_, body| Guarded::new(body, request_body)))
+                    }
                 })
                 .wrap_fn(|req, srv| {
                     let response = srv.call(req);

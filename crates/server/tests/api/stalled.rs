@@ -139,3 +139,41 @@ async fn a_stalled_admin_request_is_cut_off_too() {
     assert!(answer.contains("request-timeout"), "{answer}");
     assert!(started.elapsed() >= Duration::from_millis(400));
 }
+
+/// A chunked body that never ends, sent to routes that answer without reading it (a refused
+/// signature, a missing credential, a route that takes no body, no route at all): the
+/// connection is closed once the answer is sent, not held while the body is drained for ever.
+#[tokio::test]
+async fn an_unread_chunked_body_does_not_hold_the_connection() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
+        ("REQUEST_BODY_TIMEOUT_MS", "500"),
+    ])
+    .await;
+    for (request, status) in [
+        ("POST /webhooks/answer", "503"),
+        ("POST /webhooks/event", "503"),
+        ("POST /v1/pairings", "401"),
+        ("POST /healthz", "404"),
+        ("POST /no/such/route", "404"),
+    ] {
+        let mut socket = TcpStream::connect(app.address.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let head = format!(
+            "{request} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             transfer-encoding: chunked\r\n\r\n1\r\na"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{request}: the connection is still open after 5 s"))
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request}: {answer}"
+        );
+    }
+}

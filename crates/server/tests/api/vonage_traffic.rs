@@ -411,3 +411,69 @@ async fn an_answer_with_an_oversized_identifier_is_invalid_and_none_of_it_is_sto
         1
     );
 }
+
+/// The answer's call record reaches Postgres through the spool while the call's events are
+/// written directly, at the same moment: every event is folded into its call all the same.
+#[tokio::test]
+async fn events_written_while_their_call_is_being_written_are_folded() {
+    let app = spawn_app().await;
+    let (proxy_a, _) = paired(&app).await;
+    let calls = (0..400).map(|i| {
+        let (client, base, proxy) = (app.client.clone(), app.address.clone(), proxy_a.clone());
+        async move {
+            let conversation = format!("CON-race-{i}");
+            let answer = async {
+                let r = client
+                    .get(format!("{base}/webhooks/answer"))
+                    .query(&[
+                        ("from", A),
+                        ("to", proxy.as_str()),
+                        ("uuid", &format!("{conversation}-in")),
+                        ("conversation_uuid", &conversation),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+            };
+            // The events race the answer, as Vonage's separate requests may.
+            let events = [
+                ("ringing", "2024-05-01T10:00:01Z"),
+                ("busy", "2024-05-01T10:00:09Z"),
+                ("completed", "2024-05-01T10:00:09.100Z"),
+            ]
+            .map(|(status, ts)| {
+                let event = json!({"uuid": format!("{conversation}-out"),
+                    "conversation_uuid": conversation, "status": status,
+                    "direction": "outbound", "timestamp": ts});
+                let (client, base) = (client.clone(), base.clone());
+                async move {
+                    let r = client
+                        .post(format!("{base}/webhooks/event"))
+                        .json(&event)
+                        .send()
+                        .await
+                        .unwrap();
+                    // 200 with the callee-unavailable NCCO for `busy`, 204 otherwise.
+                    assert!(r.status().is_success(), "{}", r.status());
+                }
+            });
+            let [a, b, c] = events;
+            tokio::join!(answer, a, b, c);
+        }
+    });
+    futures_util::future::join_all(calls).await;
+    app.settle().await;
+    let statuses: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT conversation_uuid, status FROM calls WHERE conversation_uuid LIKE 'CON-race-%'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(statuses.len(), 400);
+    let wrong: Vec<_> = statuses
+        .iter()
+        .filter(|(_, s)| s.as_deref() != Some("busy"))
+        .collect();
+    assert!(wrong.is_empty(), "not folded: {wrong:?}");
+}
