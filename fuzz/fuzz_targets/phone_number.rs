@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     for from in [Some(text), None] {
-        if let CallerId::Number(d) = CallerId::from_webhook(from, None) {
+        if let CallerId::Number(d) = CallerId::from_webhook(from, None, None) {
             assert!(
                 (6..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()),
                 "caller id {d:?} is not 6 to 15 digits (input {text:?})"

@@ -3,6 +3,7 @@
 
 pub mod allocation;
 pub mod call;
+pub mod id;
 pub mod ncco;
 pub mod pairing;
 pub mod phone;

@@ -191,7 +191,7 @@ pub fn mask_digits(digits: &str) -> String {
 }
 
 /// Whether a value in an event could be a person's phone number: E.164 digits (7 to 15, not
-/// starting with 0), with or without a leading `+`. The retention purge replaces such values.
+/// starting with 0), with or without a leading `+`.
 pub fn looks_like_phone_number(s: &str) -> bool {
     let digits = s.strip_prefix('+').unwrap_or(s);
     (7..=15).contains(&digits.len())
@@ -199,23 +199,100 @@ pub fn looks_like_phone_number(s: &str) -> bool {
         && !digits.starts_with('0')
 }
 
-/// Keys of Vonage's events whose values are digits but never a phone number (a recording's size
-/// in bytes, a duration, a price, a SIP code, a network code).
-pub const NOT_NUMBER_KEYS: [&str; 6] = ["size", "duration", "price", "rate", "sip_code", "network"];
+/// Keys of Vonage's events whose scalar values are never a person's number, though they may be
+/// digits: a recording's size in bytes, a duration, a price, a SIP code, a network code, and the
+/// identifiers (a uuid may have a group of digits only).
+pub const NOT_NUMBER_KEYS: [&str; 14] = [
+    "size",
+    "duration",
+    "price",
+    "rate",
+    "sip_code",
+    "network",
+    "uuid",
+    "call_uuid",
+    "conversation_uuid",
+    "conversation_uuid_from",
+    "conversation_uuid_to",
+    "recording_uuid",
+    "recording_url",
+    "region_url",
+];
 
-/// Replaces, anywhere in a JSON value (nested objects and arrays, strings and numbers), every
-/// value that looks like a phone number by `replace(value)`, except under [`NOT_NUMBER_KEYS`].
-/// Returns how many it replaced.
+/// The phone numbers written in `text`: runs of 7 to 15 digits not starting with 0, with no
+/// digit right before or after, optionally written with `+` or `00` before them (`16465550101`,
+/// `+16465550101`, `0016465550101`, inside `sip:+16465550101@host` or a sentence). Returns, for
+/// each, the byte range of what is written and the digits. The same rule as the database's
+/// `voice_proxy_redact_text` (migration V11):
+/// `(?<![0-9+])(\+|00)?([1-9][0-9]{6,14})(?![0-9])`.
+pub fn numbers_in(text: &str) -> Vec<(std::ops::Range<usize>, &str)> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let run = &text[start..i];
+        let plus = start > 0 && bytes[start - 1] == b'+';
+        // What is before the run (or its `+`) must not be a digit or another `+`.
+        let before = if plus {
+            start.checked_sub(2)
+        } else {
+            start.checked_sub(1)
+        };
+        if before.is_some_and(|b| bytes[b].is_ascii_digit() || bytes[b] == b'+') {
+            continue;
+        }
+        let number = |d: &str| (7..=15).contains(&d.len()) && !d.starts_with('0');
+        if !plus && run.len() > 2 && run.starts_with("00") && number(&run[2..]) {
+            found.push((start..i, &run[2..]));
+        } else if number(run) {
+            found.push((if plus { start - 1 } else { start }..i, run));
+        }
+    }
+    found
+}
+
+/// `text` with every phone number in it ([`numbers_in`]) replaced by `replace(digits)`; `None`
+/// when it holds none.
+pub fn redact_text(text: &str, replace: &mut dyn FnMut(&str) -> String) -> Option<String> {
+    let found = numbers_in(text);
+    if found.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (range, digits) in found {
+        out.push_str(&text[at..range.start]);
+        out.push_str(&replace(digits));
+        at = range.end;
+    }
+    out.push_str(&text[at..]);
+    Some(out)
+}
+
+/// Replaces, anywhere in a JSON value (nested objects and arrays), every phone number by
+/// `replace(digits)`: in strings wherever it is written ([`numbers_in`]), and JSON numbers that
+/// are one. Scalar values under [`NOT_NUMBER_KEYS`] stay. Returns how many values it changed.
 pub fn redact_numbers(
     value: &mut serde_json::Value,
     replace: &mut dyn FnMut(&str) -> String,
 ) -> usize {
     use serde_json::Value;
     match value {
-        Value::String(s) if looks_like_phone_number(s) => {
-            *s = replace(s);
-            1
-        }
+        Value::String(s) => match redact_text(s, replace) {
+            Some(redacted) => {
+                *s = redacted;
+                1
+            }
+            None => 0,
+        },
         Value::Number(n) if looks_like_phone_number(&n.to_string()) => {
             *value = Value::String(replace(&n.to_string()));
             1
@@ -223,7 +300,9 @@ pub fn redact_numbers(
         Value::Array(items) => items.iter_mut().map(|v| redact_numbers(v, replace)).sum(),
         Value::Object(map) => map
             .iter_mut()
-            .filter(|(k, _)| !NOT_NUMBER_KEYS.contains(&k.as_str()))
+            .filter(|(k, v)| {
+                !NOT_NUMBER_KEYS.contains(&k.as_str()) || v.is_object() || v.is_array()
+            })
             .map(|(_, v)| redact_numbers(v, replace))
             .sum(),
         _ => 0,
@@ -281,23 +360,49 @@ pub enum CallerId {
 }
 
 impl CallerId {
-    pub fn from_webhook(from: Option<&str>, from_user: Option<&str>) -> Self {
+    /// Reads the caller from the answer webhook's `from`, `from_user` and `endpoint_type`.
+    pub fn from_webhook(
+        from: Option<&str>,
+        from_user: Option<&str>,
+        endpoint_type: Option<&str>,
+    ) -> Self {
         if from_user.is_some_and(|u| !u.trim().is_empty()) {
             return Self::Unsupported;
         }
-        let Some(raw) = from.map(str::trim) else {
-            return Self::Withheld;
+        let not_a_phone = endpoint_type.is_some_and(|t| t != "phone");
+        let Some(raw) = from.map(str::trim).filter(|f| !f.is_empty()) else {
+            return if not_a_phone {
+                Self::Unsupported
+            } else {
+                Self::Withheld
+            };
         };
+        // A `tel:` URI is a phone number written as a URI.
+        let raw = raw
+            .get(..4)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("tel:"))
+            .map_or(raw, |_| &raw[4..]);
         let digits = raw.strip_prefix('+').unwrap_or(raw);
-        let lower = raw.to_ascii_lowercase();
         if (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
             Self::Number(digits.to_owned())
-        } else if lower.starts_with("sip:") || lower.starts_with("sips:") || raw.contains('@') {
+        } else if not_a_phone || has_uri_scheme(raw) || raw.contains('@') {
             Self::Unsupported
         } else {
             Self::Withheld
         }
     }
+}
+
+/// Whether `s` starts like a URI (`sip:`, `sips:`, `wss:`, ...): letters, then letters, digits,
+/// `+`, `-` or `.`, then a colon.
+fn has_uri_scheme(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once(':') else {
+        return false;
+    };
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 impl fmt::Debug for CallerId {
@@ -407,11 +512,11 @@ mod tests {
     #[test]
     fn caller_id_treats_words_and_empty_values_as_withheld() {
         assert_eq!(
-            CallerId::from_webhook(Some("447700900456"), None),
+            CallerId::from_webhook(Some("447700900456"), None, None),
             CallerId::Number("447700900456".into())
         );
         assert_eq!(
-            CallerId::from_webhook(Some("+447700900456"), None),
+            CallerId::from_webhook(Some("+447700900456"), None, None),
             CallerId::Number("447700900456".into())
         );
         for withheld in [
@@ -421,7 +526,10 @@ mod tests {
             Some("anonymous"),
             Some("12"),
         ] {
-            assert_eq!(CallerId::from_webhook(withheld, None), CallerId::Withheld);
+            assert_eq!(
+                CallerId::from_webhook(withheld, None, Some("phone")),
+                CallerId::Withheld
+            );
         }
     }
 
@@ -431,35 +539,79 @@ mod tests {
             "from": "447700900456", "to": 447700900123_u64, "size": 12345678,
             "duration": "1234567", "headers": {"x-caller": "+16465550101"},
             "list": [16465550102_u64, "CON-1", "0123456789"], "network": "23415",
+            "uri": "sip:+16465550101@sip.example.com", "tel": "tel:+16465550102",
+            "reason": "Unable to connect to 16465550102.", "intl": "0016465550101",
+            "conversation_uuid": "CON-12345678-aaaa-bbbb-cccc-123456789012",
+            "long": "1234567890123456789", "network_info": {"network": {"x": "16465550103"}},
         });
         let n = redact_numbers(&mut event, &mut |s| format!("h({s})"));
-        assert_eq!(n, 4);
+        assert_eq!(n, 9);
         assert_eq!(
             event,
             serde_json::json!({
                 "from": "h(447700900456)", "to": "h(447700900123)", "size": 12345678,
-                "duration": "1234567", "headers": {"x-caller": "h(+16465550101)"},
+                "duration": "1234567", "headers": {"x-caller": "h(16465550101)"},
                 "list": ["h(16465550102)", "CON-1", "0123456789"], "network": "23415",
+                "uri": "sip:h(16465550101)@sip.example.com", "tel": "tel:h(16465550102)",
+                "reason": "Unable to connect to h(16465550102).", "intl": "h(16465550101)",
+                "conversation_uuid": "CON-12345678-aaaa-bbbb-cccc-123456789012",
+                "long": "1234567890123456789", "network_info": {"network": {"x": "h(16465550103)"}},
             })
         );
     }
 
     #[test]
-    fn in_app_and_sip_callers_are_not_phone_numbers() {
+    fn a_number_is_found_only_on_its_own() {
+        let digits = |t: &str| -> Vec<String> {
+            numbers_in(t)
+                .into_iter()
+                .map(|(_, d)| d.to_owned())
+                .collect()
+        };
+        assert_eq!(digits("call 16465550101 now"), ["16465550101"]);
+        assert_eq!(digits("a+16465550101b"), ["16465550101"]);
+        assert_eq!(digits("++16465550101"), Vec::<String>::new());
+        assert_eq!(digits("123456"), Vec::<String>::new(), "too short");
+        assert_eq!(digits("1234567890123456"), Vec::<String>::new(), "too long");
+        assert_eq!(digits("0123456789"), Vec::<String>::new(), "starts with 0");
+        assert_eq!(digits("2024-05-01T10:00:05.000Z"), Vec::<String>::new());
         assert_eq!(
-            CallerId::from_webhook(None, Some("alice")),
+            digits("1646555010 and 447700900123"),
+            ["1646555010", "447700900123"]
+        );
+    }
+
+    #[test]
+    fn in_app_sip_and_websocket_callers_are_not_phone_numbers() {
+        assert_eq!(
+            CallerId::from_webhook(None, Some("alice"), Some("app")),
             CallerId::Unsupported
         );
-        for sip in [
-            "sip:alice@example.com",
-            "SIPS:+447700900456@sip.example.com;transport=tls",
-            "alice@example.com",
+        for (from, endpoint) in [
+            ("sip:alice@example.com", None),
+            (
+                "SIPS:+447700900456@sip.example.com;transport=tls",
+                Some("sip"),
+            ),
+            ("alice@example.com", None),
+            ("wss://media.example.com/socket", Some("websocket")),
+            ("wss://media.example.com/socket", None),
+            ("someone", Some("vbc")),
         ] {
             assert_eq!(
-                CallerId::from_webhook(Some(sip), None),
+                CallerId::from_webhook(Some(from), None, endpoint),
                 CallerId::Unsupported,
-                "{sip}"
+                "{from}"
             );
         }
+        assert_eq!(
+            CallerId::from_webhook(None, None, Some("websocket")),
+            CallerId::Unsupported
+        );
+        assert_eq!(
+            CallerId::from_webhook(Some("tel:+16465550101"), None, None),
+            CallerId::Number("16465550101".into()),
+            "a tel: URI is a number"
+        );
     }
 }

@@ -160,9 +160,11 @@ impl From<Call> for CallResponse {
 }
 
 fn parse_call_id(raw: &str) -> Result<CallId, ApiError> {
-    Uuid::parse_str(raw)
+    voice_proxy_domain::id::parse_issued(raw)
         .map(CallId::from_uuid)
-        .map_err(|_| ApiError::bad_request("the call id is not a UUID"))
+        .ok_or_else(|| {
+            ApiError::bad_request("the call id is not a UUID in lowercase with hyphens, as issued")
+        })
 }
 
 /// `GET /v1/calls/{id}`: one call record, with its events. Scope `calls:read`.

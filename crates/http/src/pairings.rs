@@ -268,9 +268,13 @@ fn create_error(e: CreatePairingError) -> ApiError {
 
 /// Parses a pairing id from the path; a malformed id is a 400, never a 404.
 pub fn parse_pairing_id(raw: &str) -> Result<PairingId, ApiError> {
-    Uuid::parse_str(raw)
+    voice_proxy_domain::id::parse_issued(raw)
         .map(PairingId::from_uuid)
-        .map_err(|_| ApiError::bad_request("the pairing id is not a UUID"))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "the pairing id is not a UUID in lowercase with hyphens, as issued",
+            )
+        })
 }
 
 /// `GET /v1/pairings/{id}`: one pairing.

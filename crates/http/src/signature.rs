@@ -79,7 +79,9 @@ pub enum SignatureError {
     Invalid,
     #[error("the token's issuer is not Vonage")]
     WrongIssuer,
-    #[error("the token's iat is outside the accepted window")]
+    #[error(
+        "the token's iat is outside the accepted window (are both clocks right?), or it has expired"
+    )]
     Stale,
     #[error("the token was already used for another request")]
     Replayed,
@@ -118,6 +120,9 @@ struct Claims {
     api_key: Option<String>,
     #[serde(default)]
     application_id: Option<String>,
+    /// Vonage sends none; a token that carries one is refused once it has passed.
+    #[serde(default)]
+    exp: Option<i64>,
 }
 
 /// A token that passed the first step; [`Verifier::accept`] finishes the check.
@@ -240,7 +245,9 @@ impl Verifier {
         if claims.iss != "Vonage" {
             return Err(SignatureError::WrongIssuer);
         }
-        if (now - claims.iat).abs() > self.settings.max_age_seconds {
+        if now.abs_diff(claims.iat) > self.settings.max_age_seconds.unsigned_abs()
+            || claims.exp.is_some_and(|exp| exp < now)
+        {
             return Err(SignatureError::Stale);
         }
         if let Some(expected) = &self.settings.api_key
@@ -454,6 +461,29 @@ mod tests {
             verify(&v, Some(&format!("Bearer {hs512}")), &post(body), now),
             Err(SignatureError::Invalid)
         );
+    }
+
+    #[test]
+    fn an_expired_token_or_an_absurd_iat_is_refused() {
+        let v = verifier(PayloadHashMode::Enforce);
+        let now = 1_700_000_000;
+        let mut c = claims(now, "exp", b"{}");
+        c["exp"] = json!(now - 1);
+        let expired = format!("Bearer {}", token(c, SECRET));
+        assert_eq!(
+            verify(&v, Some(&expired), &post(b"{}"), now),
+            Err(SignatureError::Stale)
+        );
+        for iat in [i64::MIN, i64::MAX, now - (1 << 62)] {
+            let mut c = claims(now, "iat", b"{}");
+            c["iat"] = json!(iat);
+            let absurd = format!("Bearer {}", token(c, SECRET));
+            assert_eq!(
+                verify(&v, Some(&absurd), &post(b"{}"), now),
+                Err(SignatureError::Stale),
+                "iat {iat}"
+            );
+        }
     }
 
     #[test]

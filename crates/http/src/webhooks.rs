@@ -1,7 +1,7 @@
 //! The Vonage webhooks: answer (what to do with an inbound call) and event (call-state changes).
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
@@ -11,16 +11,25 @@ use voice_proxy_domain::{CallEvent, CallId, CallOutcome, CallStatus, CallerId, N
 use voice_proxy_persistence::pairings::{self, Route};
 use voice_proxy_persistence::recorder::{CallRecord, EventRecord, Record, Stored};
 
+use crate::error::method_not_allowed;
 use crate::signature::{RequestParts, SignatureError, VerifiedToken};
 use crate::{ApiError, AppState, HttpSettings, MAX_BODY_BYTES};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/webhooks")
-            .route("/answer", web::get().to(answer_get))
-            .route("/answer", web::post().to(answer_post))
-            .route("/event", web::post().to(event_post))
-            .route("/event", web::get().to(event_get)),
+            .service(
+                web::resource("/answer")
+                    .route(web::get().to(answer_get))
+                    .route(web::post().to(answer_post))
+                    .default_service(method_not_allowed("GET, POST")),
+            )
+            .service(
+                web::resource("/event")
+                    .route(web::post().to(event_post))
+                    .route(web::get().to(event_get))
+                    .default_service(method_not_allowed("GET, POST")),
+            ),
     );
 }
 
@@ -96,7 +105,7 @@ async fn answer_post(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let token = check_token(&req, &state)?;
-    let body = read_body(payload).await?;
+    let body = read_body(&req, payload).await?;
     accept(&req, &state, token, Some(&body))?;
     let map = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => map,
@@ -117,19 +126,33 @@ fn query_map(req: &HttpRequest) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// Reads a request body of at most [`MAX_BODY_BYTES`], within the body deadline.
-pub async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+/// Reads a request body of at most [`MAX_BODY_BYTES`], within the body deadline. A body that
+/// declares a larger size is refused before any of it is read.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<web::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Request body too large",
+            format!("the body may be at most {MAX_BODY_BYTES} bytes"),
+        )
+        .closing()
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::unreadable_body(&e))?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Request body too large",
-                format!("the body may be at most {MAX_BODY_BYTES} bytes"),
-            )
-            .closing());
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
@@ -182,7 +205,9 @@ fn accept(
 /// when it has an internal error, and retries it) or does not verify (401).
 fn refusal(req: &HttpRequest, e: SignatureError) -> ApiError {
     metrics::counter!("webhook_signature_refusals_total", "reason" => e.reason()).increment(1);
-    tracing::warn!(
+    // Counted above; the request's own log line says it was refused. Debug only, so that a
+    // flood of forged requests does not flood the logs twice.
+    tracing::debug!(
         reason = e.reason(),
         route = req.path(),
         "refused an unsigned or forged webhook"
@@ -199,7 +224,7 @@ fn refusal(req: &HttpRequest, e: SignatureError) -> ApiError {
             StatusCode::UNAUTHORIZED,
             "invalid-signature",
             "Webhook signature required",
-            "the request is not signed with a configured Vonage signature secret",
+            format!("the request's signature is refused: {e}"),
         ),
     }
     .closing()
@@ -209,7 +234,11 @@ fn refusal(req: &HttpRequest, e: SignatureError) -> ApiError {
 /// an HTTP error would make Vonage retry, then fall back, while the caller waits.
 pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
     let settings = &state.settings;
-    let caller = CallerId::from_webhook(request.from.as_deref(), request.from_user.as_deref());
+    let caller = CallerId::from_webhook(
+        request.from.as_deref(),
+        request.from_user.as_deref(),
+        request.endpoint_type.as_deref(),
+    );
     let dialled = request
         .to
         .as_deref()
@@ -353,7 +382,7 @@ async fn event_post(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let token = check_token(&req, &state)?;
-    let body = read_body(payload).await?;
+    let body = read_body(&req, payload).await?;
     accept(&req, &state, token, Some(&body))?;
     let is_json = req
         .headers()

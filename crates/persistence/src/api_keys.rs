@@ -83,11 +83,9 @@ impl ApiKeyId {
 impl std::str::FromStr for ApiKeyId {
     type Err = InvalidApiKeyId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let id = Uuid::try_parse(s).map_err(|_| InvalidApiKeyId)?;
-        if id.hyphenated().to_string() != s {
-            return Err(InvalidApiKeyId);
-        }
-        Ok(Self(id))
+        voice_proxy_domain::id::parse_issued(s)
+            .map(Self)
+            .ok_or(InvalidApiKeyId)
     }
 }
 

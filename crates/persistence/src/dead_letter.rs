@@ -113,8 +113,7 @@ pub fn keyed_hash(number: &str, key: &str) -> String {
 
 /// Replaces a record's real numbers by their keyed hash; returns whether any was replaced.
 fn redact(record: &mut Record, key: &str) -> bool {
-    // The digits without '+', as the database hashes them: one number, one hash.
-    let mut hash = |n: &str| keyed_hash(n.trim_start_matches('+'), key);
+    let mut hash = |digits: &str| keyed_hash(digits, key);
     match record {
         Record::Call(c) => {
             let mut changed = false;

@@ -6,7 +6,9 @@ use serde_json::json;
 
 use crate::helpers::{assert_problem, spawn_app};
 
-const HIDDEN: [&str; 4] = ["\u{202E}", "\u{200B}", "\u{2066}", "\u{FEFF}"];
+const HIDDEN: [&str; 7] = [
+    "\u{202E}", "\u{200B}", "\u{2066}", "\u{FEFF}", "\u{2028}", "\u{3164}", "\u{034F}",
+];
 
 #[tokio::test]
 async fn labels_references_and_key_names_with_invisible_characters_are_refused() {
@@ -35,7 +37,7 @@ async fn labels_references_and_key_names_with_invisible_characters_are_refused()
         let r = app
             .post_json(
                 "/v1/api-keys",
-                &json!({"name": format!("backend{hidden}"), "scopes": ["admin"]}),
+                &json!({"name": format!("back{hidden}end"), "scopes": ["admin"]}),
             )
             .await;
         assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
@@ -52,6 +54,43 @@ async fn labels_references_and_key_names_with_invisible_characters_are_refused()
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn pairing_and_call_ids_are_read_only_as_issued() {
+    let app = spawn_app().await;
+    app.add_numbers(&["12125550123", "12125550124"]).await;
+    let p = app.pair("16465550101", "16465550102").await;
+    let id: uuid::Uuid = p["id"].as_str().unwrap().parse().unwrap();
+    app.answer(
+        "16465550101",
+        p["participants"][0]["proxy_number"].as_str().unwrap(),
+        "CON-id",
+    )
+    .await;
+    let call: uuid::Uuid = sqlx::query_scalar("SELECT id FROM calls")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/pairings/{id}")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&format!("/v1/calls/{call}")).await.status(),
+        StatusCode::OK
+    );
+    for (kind, id) in [("pairings", id), ("calls", call)] {
+        for other in [
+            id.simple().to_string(),
+            id.braced().to_string(),
+            id.urn().to_string(),
+            id.to_string().to_uppercase(),
+        ] {
+            let r = app.get(&format!("/v1/{kind}/{other}")).await;
+            assert_problem(r, StatusCode::BAD_REQUEST).await;
+        }
+    }
 }
 
 #[tokio::test]

@@ -199,6 +199,34 @@ async fn numbers_are_purged_wherever_they_are_in_an_event() {
     assert!(!payload.to_string().contains("6465550101"));
 }
 
+/// The dead-letter file's purge finds and hashes numbers in the service, the database's purge
+/// in Postgres: the same payload must come out the same.
+#[tokio::test]
+async fn the_service_and_the_database_purge_a_payload_alike() {
+    let app = spawn_app().await;
+    let payload = json!({"from": "16465550101", "to": 447700900123_u64,
+        "headers": {"x": ["sip:+16465550101@sip.example.com", "tel:0016465550102"]},
+        "reason": "Unable to connect to 16465550102 (code 1234567890123456789).",
+        "size": 12345678, "network": "23415", "duration": "1234567",
+        "conversation_uuid": "CON-12345678-aaaa-bbbb-cccc-123456789012",
+        "deep": {"size": {"n": 16465550103_u64}}, "short": "123456", "zero": "0123456789"});
+    let in_postgres: Value = sqlx::query_scalar(
+        "SELECT voice_proxy_redact_numbers($1, 'test-retention-key-0123456789')",
+    )
+    .bind(&payload)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let mut in_the_service = payload.clone();
+    voice_proxy_domain::phone::redact_numbers(&mut in_the_service, &mut |digits| {
+        voice_proxy_persistence::dead_letter::keyed_hash(digits, "test-retention-key-0123456789")
+    });
+    assert_eq!(in_the_service, in_postgres);
+    assert!(!in_postgres.to_string().contains("646555010"));
+    assert_eq!(in_postgres["size"], 12345678);
+    assert_eq!(in_postgres["zero"], "0123456789");
+}
+
 /// The dead-letter file's purge hashes numbers in the service, the database's in Postgres: the
 /// same number must come out the same.
 #[tokio::test]

@@ -140,6 +140,36 @@ async fn a_stalled_admin_request_is_cut_off_too() {
     assert!(started.elapsed() >= Duration::from_millis(400));
 }
 
+/// A body that says it is larger than any webhook takes is refused at once, unread; a method a
+/// webhook does not take is a 405.
+#[tokio::test]
+async fn an_oversized_body_is_refused_before_it_is_read_and_other_methods_are_405() {
+    let app = crate::helpers::spawn_app().await;
+    let mut socket = TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = "POST /webhooks/event HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                content-length: 1000000000\r\n\r\n{";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not after the body deadline"
+    );
+    for path in ["/webhooks/event", "/webhooks/answer"] {
+        let r = app.client.put(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()["allow"], "GET, POST");
+    }
+}
+
 /// A chunked body that never ends, sent to routes that answer without reading it (a refused
 /// signature, a missing credential, a route that takes no body, no route at all): the
 /// connection is closed once the answer is sent, not held while the body is drained for ever.

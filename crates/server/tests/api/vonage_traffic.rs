@@ -222,6 +222,12 @@ async fn in_app_and_sip_callers_hear_the_message_and_are_not_called_anonymous() 
             "unsupported_caller",
         ),
         (
+            "CON-websocket",
+            json!({"to": proxy_a, "from": "wss://media.example.com/socket", "uuid": "u4",
+                   "conversation_uuid": "CON-websocket", "endpoint_type": "websocket"}),
+            "unsupported_caller",
+        ),
+        (
             "CON-withheld",
             json!({"to": proxy_a, "from": "Restricted", "uuid": "u3",
                    "conversation_uuid": "CON-withheld", "endpoint_type": "phone"}),
@@ -248,7 +254,7 @@ async fn in_app_and_sip_callers_hear_the_message_and_are_not_called_anonymous() 
     }
     let r = app.get("/v1/calls?limit=10").await;
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["items"].as_array().unwrap().len(), 3);
+    assert_eq!(body["items"].as_array().unwrap().len(), 4);
 }
 
 #[tokio::test]
