@@ -6,41 +6,9 @@ use std::fmt;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+use crate::id::{CallId, PairingId};
 use thiserror::Error;
-use uuid::Uuid;
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallId(Uuid);
-
-impl CallId {
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-    pub fn from_uuid(id: Uuid) -> Self {
-        Self(id)
-    }
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl Default for CallId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for CallId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for CallId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CallId({})", self.0)
-    }
-}
 
 /// What the answer webhook did with an inbound call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,6 +51,49 @@ impl CallOutcome {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|o| o.as_str() == s)
     }
+}
+
+/// Written as its name (`routed`, `no_pairing`, ...), as the spool and the database hold it.
+impl serde::Serialize for CallOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CallOutcome {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown call outcome {name:?}")))
+    }
+}
+
+/// A call as the answer webhook recorded it: what it decided, before any event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallRecord {
+    pub id: CallId,
+    pub conversation_uuid: Option<String>,
+    /// The caller's leg.
+    pub uuid: Option<String>,
+    pub pairing_id: Option<PairingId>,
+    /// The caller's number (E.164 digits); none when withheld or not a number.
+    pub caller: Option<String>,
+    pub proxy_number: Option<String>,
+    /// The number the call was connected to.
+    pub callee: Option<String>,
+    pub outcome: CallOutcome,
+    pub started_at: DateTime<Utc>,
+    /// What kind of endpoint the caller is, as Vonage reported it (`phone`, `sip`, `app`, ...).
+    /// Absent from records spooled by earlier versions.
+    #[serde(default)]
+    pub endpoint_type: Option<String>,
+}
+
+/// An event webhook payload as received.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventRecord {
+    pub payload: Value,
+    pub received_at: DateTime<Utc>,
 }
 
 /// How far a call leg has got. Statuses Vonage may add later are kept as `Other` and never move

@@ -7,9 +7,12 @@ pub mod id;
 pub mod ncco;
 pub mod pairing;
 pub mod phone;
+pub mod pool;
+pub mod routing;
 pub mod text;
 
-pub use call::{CallEvent, CallId, CallOutcome, CallProgress, CallStatus, Money};
+pub use call::{CallEvent, CallOutcome, CallProgress, CallRecord, CallStatus, EventRecord, Money};
+pub use id::{ApiKeyId, CallId, PairingId};
 pub use ncco::Ncco;
-pub use pairing::{NewPairing, PairingId, PairingStatus, ParticipantRequest};
+pub use pairing::{NewPairing, PairingStatus, ParticipantRequest};
 pub use phone::{CallerId, CountryCode, PhoneNumber, PhoneNumberError};

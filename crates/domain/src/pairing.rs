@@ -1,11 +1,9 @@
 //! Pairings: two participants who may call each other through their proxy numbers.
 
-use std::fmt;
-
 use chrono::{DateTime, Duration, Utc};
 use thiserror::Error;
-use uuid::Uuid;
 
+use crate::id::PairingId;
 use crate::phone::PhoneNumber;
 use crate::text;
 
@@ -15,39 +13,6 @@ pub const MAX_REFERENCE_LEN: usize = 128;
 /// Bounds of a pairing's time to live.
 pub const MIN_TTL_SECONDS: i64 = 1;
 pub const MAX_TTL_SECONDS: i64 = 90 * 24 * 3600;
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PairingId(Uuid);
-
-impl PairingId {
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-    pub fn from_uuid(id: Uuid) -> Self {
-        Self(id)
-    }
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl Default for PairingId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for PairingId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for PairingId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PairingId({})", self.0)
-    }
-}
 
 /// What a pairing is now. `Expired` is derived from the clock, so a pairing reads as expired the
 /// instant its TTL passes, whether or not anything has swept it.
@@ -87,6 +52,32 @@ impl PairingStatus {
             "expired" => Some(Self::Expired),
             _ => None,
         }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    pub number: PhoneNumber,
+    pub label: Option<String>,
+    /// The pool number this participant dials to reach the other one.
+    pub proxy_number: PhoneNumber,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pairing {
+    pub id: PairingId,
+    pub reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub participants: [Participant; 2],
+    /// The database's clock when the row was read: the status is judged by it.
+    pub read_at: DateTime<Utc>,
+}
+
+impl Pairing {
+    pub fn status(&self) -> PairingStatus {
+        PairingStatus::at(self.read_at, self.expires_at, self.closed_at)
     }
 }
 

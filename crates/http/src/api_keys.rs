@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+use voice_proxy_domain::id::InvalidId;
 use voice_proxy_persistence::api_keys::{
-    self, ApiKey, ApiKeyId, CreateKeyError, InvalidApiKeyId, MAX_NAME_LEN, NewApiKey,
+    self, ApiKey, ApiKeyId, CreateKeyError, MAX_NAME_LEN, NewApiKey,
 };
 
 use crate::auth::{Scope, admin};
@@ -193,7 +194,7 @@ pub async fn list_keys(
 
 fn parse_key_id(raw: &str) -> Result<ApiKeyId, ApiError> {
     raw.parse()
-        .map_err(|e: InvalidApiKeyId| ApiError::bad_request(format!("the API key id is {e}")))
+        .map_err(|e: InvalidId| ApiError::bad_request(format!("the API key id is {e}")))
 }
 
 /// `GET /v1/api-keys/{id}`: one key, without its secret.

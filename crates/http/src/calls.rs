@@ -160,11 +160,8 @@ impl From<Call> for CallResponse {
 }
 
 fn parse_call_id(raw: &str) -> Result<CallId, ApiError> {
-    voice_proxy_domain::id::parse_issued(raw)
-        .map(CallId::from_uuid)
-        .ok_or_else(|| {
-            ApiError::bad_request("the call id is not a UUID in lowercase with hyphens, as issued")
-        })
+    raw.parse()
+        .map_err(|e| ApiError::bad_request(format!("the call id is {e}")))
 }
 
 /// `GET /v1/calls/{id}`: one call record, with its events. Scope `calls:read`.

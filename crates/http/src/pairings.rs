@@ -6,13 +6,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use voice_proxy_domain::pairing::NewPairingError;
+use voice_proxy_domain::pairing::Pairing;
 use voice_proxy_domain::pairing::{
     MAX_LABEL_LEN, MAX_REFERENCE_LEN, MAX_TTL_SECONDS, ttl_from_seconds,
 };
 use voice_proxy_domain::text::has_hidden_characters;
 use voice_proxy_domain::{NewPairing, PairingId, PairingStatus, ParticipantRequest};
 use voice_proxy_persistence::pairings::{
-    self, ChangeExpiryError, CreateOutcome, CreatePairingError, NewExpiry, Pairing, PairingFilter,
+    self, ChangeExpiryError, CreateOutcome, CreatePairingError, NewExpiry, PairingFilter,
 };
 use voice_proxy_persistence::routes;
 
@@ -268,13 +269,8 @@ fn create_error(e: CreatePairingError) -> ApiError {
 
 /// Parses a pairing id from the path; a malformed id is a 400, never a 404.
 pub fn parse_pairing_id(raw: &str) -> Result<PairingId, ApiError> {
-    voice_proxy_domain::id::parse_issued(raw)
-        .map(PairingId::from_uuid)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "the pairing id is not a UUID in lowercase with hyphens, as issued",
-            )
-        })
+    raw.parse()
+        .map_err(|e| ApiError::bad_request(format!("the pairing id is {e}")))
 }
 
 /// `GET /v1/pairings/{id}`: one pairing.

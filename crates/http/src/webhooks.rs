@@ -7,8 +7,9 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use voice_proxy_domain::call::MAX_ID_CHARS;
 use voice_proxy_domain::phone::{mask_digit_runs, mask_digits};
+use voice_proxy_domain::routing::Route;
 use voice_proxy_domain::{CallEvent, CallId, CallOutcome, CallStatus, CallerId, Ncco};
-use voice_proxy_persistence::pairings::{self, Route};
+use voice_proxy_persistence::pairings;
 use voice_proxy_persistence::recorder::{CallRecord, EventRecord, Record, Stored};
 
 use crate::error::method_not_allowed;
@@ -298,14 +299,14 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         "answered inbound call"
     );
     let call = CallRecord {
-        id: CallId::new().as_uuid(),
+        id: CallId::new(),
         conversation_uuid: request.conversation_uuid,
         uuid: request.uuid,
-        pairing_id: pairing_id.map(|p| p.as_uuid()),
+        pairing_id,
         caller: caller_digits,
         proxy_number: dialled,
         callee: callee.map(|c| c.expose().to_owned()),
-        outcome: outcome.as_str().to_owned(),
+        outcome,
         started_at: chrono::Utc::now(),
         endpoint_type: request.endpoint_type,
     };

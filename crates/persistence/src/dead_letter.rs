@@ -11,6 +11,10 @@
 //! Postgres, then puts those still refused back and deletes the replaying file: a replay that is
 //! interrupted leaves its records there, and the next replay takes them again (every write is
 //! idempotent).
+//!
+//! A line of the spool that is not a record at all (written by another version, or damaged) is
+//! kept here too, as the text it was (`{"unreadable": "...", "set_aside_at": ...}`): a replay
+//! cannot write it and leaves it, the retention purge hashes the numbers in it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -24,6 +28,8 @@ use sqlx::PgPool;
 use voice_proxy_domain::phone::redact_numbers;
 
 use crate::recorder::{Record, write_batch};
+use serde::{Deserialize, Serialize};
+use voice_proxy_domain::phone::redact_text;
 
 pub const FILE: &str = "dead-letter.jsonl";
 const REPLAYING: &str = "dead-letter.replaying.jsonl";
@@ -57,19 +63,31 @@ fn open_for_append(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-fn write_lines(file: &mut File, records: &[Record]) -> std::io::Result<()> {
+/// One line of the dead-letter file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Record(Record),
+    /// A line that was not a record, as its text.
+    Unreadable {
+        unreadable: String,
+        set_aside_at: DateTime<Utc>,
+    },
+}
+
+fn write_lines(file: &mut File, lines: &[Line]) -> std::io::Result<()> {
     let mut buf = Vec::new();
-    for record in records {
-        serde_json::to_writer(&mut buf, record)?;
+    for line in lines {
+        serde_json::to_writer(&mut buf, line)?;
         buf.push(b'\n');
     }
     file.write_all(&buf)?;
     file.sync_data()
 }
 
-/// Reads the records of a dead-letter file; a missing file holds none. A line that does not
-/// parse (a torn last line) is skipped.
-fn read(path: &Path) -> std::io::Result<Vec<Record>> {
+/// Reads the lines of a dead-letter file; a missing file holds none. A line that is neither a
+/// record nor an unreadable line set aside (damaged) is kept as unreadable text.
+fn read(path: &Path) -> std::io::Result<Vec<Line>> {
     let data = match fs::read(path) {
         Ok(data) => data,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -78,21 +96,42 @@ fn read(path: &Path) -> std::io::Result<Vec<Record>> {
     Ok(data
         .split(|&b| b == b'\n')
         .filter(|line| !line.is_empty())
-        .filter_map(|line| serde_json::from_slice(line).ok())
+        .map(|line| {
+            serde_json::from_slice(line).unwrap_or_else(|_| Line::Unreadable {
+                unreadable: String::from_utf8_lossy(line).into_owned(),
+                set_aside_at: Utc::now(),
+            })
+        })
         .collect())
 }
 
 /// Appends records to the dead-letter file of the spool in `dir`, fsynced.
 pub fn append(dir: &Path, records: &[Record]) -> std::io::Result<()> {
+    let lines: Vec<Line> = records.iter().cloned().map(Line::Record).collect();
     let _locked = lock(dir)?;
-    write_lines(&mut open_for_append(&dir.join(FILE))?, records)
+    write_lines(&mut open_for_append(&dir.join(FILE))?, &lines)
 }
 
-/// When a record came in.
-fn received(record: &Record) -> DateTime<Utc> {
-    match record {
-        Record::Call(c) => c.started_at,
-        Record::Event(e) => e.received_at,
+/// Appends lines of the spool that are not records, as their text, fsynced.
+pub fn append_unreadable(dir: &Path, unreadable: &[String]) -> std::io::Result<()> {
+    let now = Utc::now();
+    let lines: Vec<Line> = unreadable
+        .iter()
+        .map(|text| Line::Unreadable {
+            unreadable: text.clone(),
+            set_aside_at: now,
+        })
+        .collect();
+    let _locked = lock(dir)?;
+    write_lines(&mut open_for_append(&dir.join(FILE))?, &lines)
+}
+
+/// When a line's record came in (or was set aside).
+fn received(line: &Line) -> DateTime<Utc> {
+    match line {
+        Line::Record(Record::Call(c)) => c.started_at,
+        Line::Record(Record::Event(e)) => e.received_at,
+        Line::Unreadable { set_aside_at, .. } => *set_aside_at,
     }
 }
 
@@ -111,11 +150,18 @@ pub fn keyed_hash(number: &str, key: &str) -> String {
     format!("hmac:{hex}")
 }
 
-/// Replaces a record's real numbers by their keyed hash; returns whether any was replaced.
-fn redact(record: &mut Record, key: &str) -> bool {
+/// Replaces a line's real numbers by their keyed hash; returns whether any was replaced.
+fn redact(line: &mut Line, key: &str) -> bool {
     let mut hash = |digits: &str| keyed_hash(digits, key);
-    match record {
-        Record::Call(c) => {
+    match line {
+        Line::Unreadable { unreadable, .. } => match redact_text(unreadable, &mut hash) {
+            Some(redacted) => {
+                *unreadable = redacted;
+                true
+            }
+            None => false,
+        },
+        Line::Record(Record::Call(c)) => {
             let mut changed = false;
             for number in [&mut c.caller, &mut c.callee].into_iter().flatten() {
                 if !number.starts_with("hmac:") {
@@ -125,7 +171,7 @@ fn redact(record: &mut Record, key: &str) -> bool {
             }
             changed
         }
-        Record::Event(e) => redact_numbers(&mut e.payload, &mut hash) > 0,
+        Line::Record(Record::Event(e)) => redact_numbers(&mut e.payload, &mut hash) > 0,
     }
 }
 
@@ -137,22 +183,22 @@ pub fn purge(dir: &Path, older_than: chrono::Duration, key: &str) -> std::io::Re
     let cutoff = Utc::now() - older_than;
     let mut changed = 0;
     for path in [dir.join(FILE), dir.join(REPLAYING)] {
-        let mut records = read(&path)?;
+        let mut lines = read(&path)?;
         let before = changed;
-        for record in records.iter_mut().filter(|r| received(r) < cutoff) {
-            if redact(record, key) {
+        for line in lines.iter_mut().filter(|l| received(l) < cutoff) {
+            if redact(line, key) {
                 changed += 1;
             }
         }
         if changed > before {
-            replace(&path, &records)?;
+            replace(&path, &lines)?;
         }
     }
     Ok(changed)
 }
 
-/// Replaces the file at `path` by one holding `records`, atomically.
-fn replace(path: &Path, records: &[Record]) -> std::io::Result<()> {
+/// Replaces the file at `path` by one holding `lines`, atomically.
+fn replace(path: &Path, lines: &[Line]) -> std::io::Result<()> {
     let temp = path.with_extension("jsonl.new");
     let _ = fs::remove_file(&temp);
     let mut file = OpenOptions::new()
@@ -160,7 +206,7 @@ fn replace(path: &Path, records: &[Record]) -> std::io::Result<()> {
         .write(true)
         .mode(0o600)
         .open(&temp)?;
-    write_lines(&mut file, records)?;
+    write_lines(&mut file, lines)?;
     fs::rename(&temp, path)?;
     sync_dir(path)
 }
@@ -183,35 +229,47 @@ pub struct ReplayReport {
     pub refused: usize,
     /// Not tried: the database could not be reached (back in the file, to try again later).
     pub not_tried: usize,
+    /// Lines that are not records: they stay in the file for an operator.
+    pub unreadable: usize,
 }
 
 /// Writes every dead-lettered record of the spool in `dir` to Postgres again, one at a time;
 /// those still refused, and those not tried because the database could not be reached, go back
 /// into the dead-letter file.
 pub async fn replay(pool: &PgPool, dir: &Path) -> Result<ReplayReport, ReplayError> {
-    let records = take(dir)?;
+    let lines = take(dir)?;
     let mut report = ReplayReport::default();
     let mut kept = Vec::new();
-    let mut records = records.into_iter();
-    for record in records.by_ref() {
-        match write_batch(pool, std::slice::from_ref(&record)).await {
+    let mut lines = lines.into_iter();
+    for line in lines.by_ref() {
+        let Line::Record(record) = &line else {
+            report.unreadable += 1;
+            kept.push(line);
+            continue;
+        };
+        match write_batch(pool, std::slice::from_ref(record)).await {
             Ok(new) if new.first() == Some(&true) => report.stored += 1,
             Ok(_) => report.duplicates += 1,
             Err(e) if crate::is_transient(&e) => {
                 tracing::warn!(error = %e, "the database cannot be reached; the rest stays dead-lettered");
-                kept.push(record);
+                report.not_tried += 1;
+                kept.push(line);
                 break;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the database still refuses a record");
                 report.refused += 1;
-                kept.push(record);
+                kept.push(line);
             }
         }
     }
-    let rest: Vec<Record> = records.collect();
-    report.not_tried = rest.len() + kept.len() - report.refused;
-    kept.extend(rest);
+    for line in lines {
+        match line {
+            Line::Record(_) => report.not_tried += 1,
+            Line::Unreadable { .. } => report.unreadable += 1,
+        }
+        kept.push(line);
+    }
     give_back(dir, &kept)?;
     Ok(report)
 }
@@ -222,9 +280,9 @@ pub enum ReplayError {
     Io(#[from] std::io::Error),
 }
 
-/// Moves the dead-lettered records into the replaying file (with those of an unfinished
-/// replay), and returns them all.
-fn take(dir: &Path) -> std::io::Result<Vec<Record>> {
+/// Moves the dead-lettered lines into the replaying file (with those of an unfinished replay),
+/// and returns them all.
+fn take(dir: &Path) -> std::io::Result<Vec<Line>> {
     let _locked = lock(dir)?;
     let file = dir.join(FILE);
     let replaying: PathBuf = dir.join(REPLAYING);
@@ -241,7 +299,7 @@ fn take(dir: &Path) -> std::io::Result<Vec<Record>> {
 }
 
 /// Puts `kept` back into the dead-letter file and deletes the replaying file.
-fn give_back(dir: &Path, kept: &[Record]) -> std::io::Result<()> {
+fn give_back(dir: &Path, kept: &[Line]) -> std::io::Result<()> {
     let _locked = lock(dir)?;
     if !kept.is_empty() {
         write_lines(&mut open_for_append(&dir.join(FILE))?, kept)?;
@@ -268,14 +326,14 @@ mod tests {
 
     fn old_call() -> Record {
         Record::Call(CallRecord {
-            id: uuid::Uuid::now_v7(),
+            id: voice_proxy_domain::CallId::new(),
             conversation_uuid: Some("CON-old".into()),
             uuid: None,
             pairing_id: None,
             caller: Some("16465550101".into()),
             proxy_number: Some("12125550123".into()),
             callee: Some("16465550102".into()),
-            outcome: "routed".into(),
+            outcome: voice_proxy_domain::CallOutcome::Routed,
             started_at: Utc::now() - chrono::Duration::days(100),
             endpoint_type: None,
         })

@@ -11,30 +11,7 @@ use voice_proxy_domain::{CountryCode, PhoneNumber};
 use crate::pagination::Page;
 use crate::violates;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolNumber {
-    pub number: PhoneNumber,
-    pub country: CountryCode,
-    pub state: NumberState,
-    pub reserved: bool,
-    pub created_at: DateTime<Utc>,
-    pub retired_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NumberState {
-    Active,
-    Retired,
-}
-
-impl NumberState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Retired => "retired",
-        }
-    }
-}
+pub use voice_proxy_domain::pool::{NumberState, PoolNumber};
 
 #[derive(sqlx::FromRow)]
 struct Row {

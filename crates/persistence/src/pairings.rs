@@ -9,6 +9,8 @@ use uuid::Uuid;
 use voice_proxy_domain::allocation::{
     AllocationPolicy, Candidate, PersonHistory, Plan, PoolNumberState, Search,
 };
+use voice_proxy_domain::pairing::{Pairing, Participant};
+use voice_proxy_domain::routing::Route;
 use voice_proxy_domain::{CountryCode, NewPairing, PairingId, PairingStatus, PhoneNumber};
 
 use crate::numbers::LoadLedger;
@@ -21,32 +23,6 @@ const MAX_ATTEMPTS: usize = 8;
 const CANDIDATES_PER_SEARCH: i64 = 16;
 /// At most this many more, for the numbers whose load is not written yet.
 const MAX_EXTRA_CANDIDATES: usize = 112;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Participant {
-    pub number: PhoneNumber,
-    pub label: Option<String>,
-    /// The pool number this participant dials to reach the other one.
-    pub proxy_number: PhoneNumber,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pairing {
-    pub id: PairingId,
-    pub reference: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub closed_at: Option<DateTime<Utc>>,
-    pub participants: [Participant; 2],
-    /// The database's clock when the row was read: the status is judged by it.
-    pub read_at: DateTime<Utc>,
-}
-
-impl Pairing {
-    pub fn status(&self) -> PairingStatus {
-        PairingStatus::at(self.read_at, self.expires_at, self.closed_at)
-    }
-}
 
 #[derive(sqlx::FromRow)]
 struct PairingRow {
@@ -816,21 +792,6 @@ pub async fn change_expiry(
         return Err(ChangeExpiryError::Ended(Box::new(pairing)));
     }
     Err(ChangeExpiryError::OutOfRange)
-}
-
-/// What an inbound call from `caller` to `proxy_number` should do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// Connect to `callee`, showing `callee_proxy`.
-    Connect {
-        pairing_id: PairingId,
-        callee: PhoneNumber,
-        callee_proxy: PhoneNumber,
-    },
-    /// The caller's pairing on this number has ended (closed or expired).
-    Ended { pairing_id: PairingId },
-    /// The caller has no pairing on this number.
-    None,
 }
 
 /// The answer webhook's lookup: one index probe on (proxy number, caller).

@@ -13,13 +13,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 use voice_proxy_domain::{CallEvent, CallProgress, CallStatus};
+pub use voice_proxy_domain::{CallRecord, EventRecord};
 
 pub use crate::spool::{
     AppendError, DEFAULT_MEMORY_BYTES, DEFAULT_SEGMENT_BYTES, DrainError, Spool, drain_forever,
@@ -29,31 +29,6 @@ pub use crate::spool::{
 const MAX_BATCH: usize = 512;
 /// Batches written at once.
 const MAX_IN_FLIGHT: usize = 4;
-
-/// A call as the answer webhook recorded it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallRecord {
-    pub id: Uuid,
-    pub conversation_uuid: Option<String>,
-    pub uuid: Option<String>,
-    pub pairing_id: Option<Uuid>,
-    pub caller: Option<String>,
-    pub proxy_number: Option<String>,
-    pub callee: Option<String>,
-    pub outcome: String,
-    pub started_at: DateTime<Utc>,
-    /// What kind of endpoint the caller is, as Vonage reported it (`phone`, `sip`, `app`, ...).
-    /// Absent from records spooled by earlier versions.
-    #[serde(default)]
-    pub endpoint_type: Option<String>,
-}
-
-/// An event webhook payload as received.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    pub payload: Value,
-    pub received_at: DateTime<Utc>,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -401,7 +376,12 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
              ON CONFLICT DO NOTHING
              RETURNING id",
         )
-        .bind(calls.iter().map(|(_, c)| c.id).collect::<Vec<_>>())
+        .bind(
+            calls
+                .iter()
+                .map(|(_, c)| c.id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
         .bind(
             calls
                 .iter()
@@ -414,7 +394,12 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
                 .map(|(_, c)| c.uuid.clone())
                 .collect::<Vec<_>>(),
         )
-        .bind(calls.iter().map(|(_, c)| c.pairing_id).collect::<Vec<_>>())
+        .bind(
+            calls
+                .iter()
+                .map(|(_, c)| c.pairing_id.map(|p| p.as_uuid()))
+                .collect::<Vec<_>>(),
+        )
         .bind(
             calls
                 .iter()
@@ -436,7 +421,7 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
         .bind(
             calls
                 .iter()
-                .map(|(_, c)| c.outcome.clone())
+                .map(|(_, c)| c.outcome.as_str())
                 .collect::<Vec<_>>(),
         )
         .bind(calls.iter().map(|(_, c)| c.started_at).collect::<Vec<_>>())
@@ -450,7 +435,7 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
         .await?;
         let mut new_conversations = Vec::new();
         for (i, c) in &calls {
-            if inserted.contains(&c.id) {
+            if inserted.contains(&c.id.as_uuid()) {
                 new[*i] = true;
                 new_conversations.extend(c.conversation_uuid.clone());
             }

@@ -37,7 +37,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 use voice_proxy_domain::{PairingId, PhoneNumber};
 
-use crate::pairings::Route;
+use voice_proxy_domain::routing::Route;
 
 /// A poll that reads more participant rows than this is worth a warning (it holds them all in
 /// memory at once).

@@ -222,7 +222,7 @@ impl Spool {
         let mut depth = 0;
         let mut sealed = VecDeque::new();
         for (_, path) in segments {
-            depth += read_segment(&path)?.len() as u64;
+            depth += read_segment(&path)?.records.len() as u64;
             sealed.push_back(Pending {
                 path,
                 records: None,
@@ -582,18 +582,27 @@ impl Spool {
                     }
                 }
                 Work::File { path, skip } => {
-                    let records = match read_segment(&path) {
-                        Ok(records) => records,
+                    let read = match read_segment(&path) {
+                        Ok(read) => read,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                             tracing::error!(segment = %path.display(), "a spool segment is gone; its records are lost to the drainer");
-                            Vec::new()
+                            SegmentLines::default()
                         }
                         Err(e) => return Err(e.into()),
                     };
-                    let left = records.get(skip..).unwrap_or_default();
+                    let left = read.records.get(skip..).unwrap_or_default();
                     for chunk in left.chunks(DRAIN_BATCH) {
                         write_isolating(pool, self, chunk).await?;
                         drained += self.account(&path, chunk.len(), false)?;
+                    }
+                    if !read.unreadable.is_empty() {
+                        // Whole lines that are not records (written by another version, or
+                        // damaged): kept for an operator, never dropped.
+                        tracing::error!(lines = read.unreadable.len(), segment = %path.display(), "spool lines that are not records; kept in the dead-letter file");
+                        metrics::counter!("records_dead_lettered_total")
+                            .increment(read.unreadable.len() as u64);
+                        let _one_writer = lock(&self.dead_letters);
+                        crate::dead_letter::append_unreadable(&self.dir, &read.unreadable)?;
                     }
                     // Every record of the file is in the database: delete it.
                     self.account(&path, 0, true)?;
@@ -732,24 +741,38 @@ fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 
 /// Reads a segment's records, up to the first zero byte. A torn last line (a crash in the
 /// middle of an append) was never acknowledged, so it is skipped.
-fn read_segment(path: &Path) -> std::io::Result<Vec<Record>> {
+/// What a segment file holds.
+#[derive(Debug, Default)]
+struct SegmentLines {
+    records: Vec<Record>,
+    /// Whole lines (ended by a newline) that are not records.
+    unreadable: Vec<String>,
+}
+
+fn read_segment(path: &Path) -> std::io::Result<SegmentLines> {
     let mut data = fs::read(path)?;
     if let Some(end) = data.iter().position(|&b| b == 0) {
         data.truncate(end);
     }
-    let mut records = Vec::new();
-    for line in data.split(|&b| b == b'\n') {
-        if line.is_empty() {
-            continue;
-        }
+    let mut read = SegmentLines::default();
+    let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+    // What follows the last newline was never acknowledged: a crash in the middle of an append.
+    if let Some(torn) = lines.pop()
+        && !torn.is_empty()
+    {
+        tracing::warn!(segment = %path.display(), "skipping a torn spool line");
+    }
+    for line in lines.into_iter().filter(|l| !l.is_empty()) {
         match serde_json::from_slice::<Record>(line) {
-            Ok(r) => records.push(r),
+            Ok(r) => read.records.push(r),
             Err(e) => {
-                tracing::warn!(error = %e, segment = %path.display(), "skipping a torn spool line")
+                tracing::warn!(error = %e, segment = %path.display(), "a spool line is not a record");
+                read.unreadable
+                    .push(String::from_utf8_lossy(line).into_owned());
             }
         }
     }
-    Ok(records)
+    Ok(read)
 }
 
 /// Whether the server a connection reaches can write: not in recovery, and not read-only.
@@ -828,17 +851,18 @@ mod tests {
     use super::*;
     use crate::recorder::CallRecord;
     use uuid::Uuid;
+    use voice_proxy_domain::CallOutcome;
 
     fn call(n: u8) -> Record {
         Record::Call(CallRecord {
-            id: Uuid::now_v7(),
+            id: voice_proxy_domain::CallId::new(),
             conversation_uuid: Some(format!("CON-{n}")),
             uuid: None,
             pairing_id: None,
             caller: None,
             proxy_number: None,
             callee: None,
-            outcome: "anonymous".into(),
+            outcome: voice_proxy_domain::CallOutcome::Anonymous,
             started_at: chrono::Utc::now(),
             endpoint_type: None,
         })
@@ -851,7 +875,7 @@ mod tests {
     fn read_all(dir: &Path) -> Vec<Record> {
         let mut read = Vec::new();
         for (_, path) in list_segments(dir).unwrap() {
-            read.extend(read_segment(&path).unwrap());
+            read.extend(read_segment(&path).unwrap().records);
         }
         read
     }
@@ -906,7 +930,63 @@ mod tests {
         drop(spool);
         let reopened = Spool::open(&dir, DEFAULT_SEGMENT_BYTES).unwrap();
         assert_eq!(reopened.depth(), 2);
-        assert_eq!(read_segment(&path).unwrap(), records);
+        assert_eq!(read_segment(&path).unwrap().records, records);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Segments left by earlier versions are read by this one: the records' format (the
+    /// outcome as its name, the ids as UUID strings, `endpoint_type` absent before issue 11).
+    #[test]
+    fn records_written_by_earlier_versions_are_read() {
+        let dir = temp_dir();
+        fs::create_dir_all(&dir).unwrap();
+        let lines = [
+            r#"{"call":{"id":"01a20aca-a7bd-710b-befd-7b128b03ffa2","conversation_uuid":"CON-1","uuid":"CON-1-in","pairing_id":"01a20aca-0000-7000-8000-000000000001","caller":"16465550101","proxy_number":"12125550123","callee":"16465550102","outcome":"routed","started_at":"2026-11-24T10:00:00Z"}}"#,
+            r#"{"call":{"id":"01a20aca-a7bd-710b-befd-7b128b03ffa3","conversation_uuid":"CON-2","uuid":null,"pairing_id":null,"caller":null,"proxy_number":"12125550123","callee":null,"outcome":"unsupported_caller","started_at":"2026-11-26T10:00:00Z","endpoint_type":"sip"}}"#,
+            r#"{"event":{"payload":{"uuid":"CON-1-in","conversation_uuid":"CON-1","status":"started"},"received_at":"2026-11-24T10:00:01Z"}}"#,
+        ];
+        let path = dir.join("segment-000000000001.jsonl");
+        fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let read = read_segment(&path).unwrap();
+        assert!(read.unreadable.is_empty(), "{:?}", read.unreadable);
+        let [
+            Record::Call(first),
+            Record::Call(second),
+            Record::Event(event),
+        ] = read.records.as_slice()
+        else {
+            panic!("{:?}", read.records);
+        };
+        assert_eq!(first.outcome, CallOutcome::Routed);
+        assert_eq!(
+            first.pairing_id.map(|p| p.to_string()).as_deref(),
+            Some("01a20aca-0000-7000-8000-000000000001")
+        );
+        assert_eq!(first.endpoint_type, None);
+        assert_eq!(second.outcome, CallOutcome::UnsupportedCaller);
+        assert_eq!(second.endpoint_type.as_deref(), Some("sip"));
+        assert_eq!(event.payload["status"], "started");
+        // And what this version writes reads back the same.
+        let again: Vec<Record> = read
+            .records
+            .iter()
+            .map(|r| serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap())
+            .collect();
+        assert_eq!(again, read.records);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_whole_line_that_is_not_a_record_is_told_apart_from_a_torn_one() {
+        let dir = temp_dir();
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("segment-000000000001.jsonl");
+        let good = serde_json::to_string(&call(1)).unwrap();
+        let foreign = r#"{"call":{"outcome":"not-an-outcome"}}"#;
+        fs::write(&path, format!("{good}\n{foreign}\n{{\"call\": {{\"id")).unwrap();
+        let read = read_segment(&path).unwrap();
+        assert_eq!(read.records.len(), 1);
+        assert_eq!(read.unreadable, [foreign], "the torn last line is not kept");
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -946,14 +1026,14 @@ mod tests {
             "one spare, however often it is asked for"
         );
         let spare = segments[1].1.clone();
-        assert_eq!(read_segment(&spare).unwrap(), vec![]);
+        assert_eq!(read_segment(&spare).unwrap().records, vec![]);
         let mut appended = 1;
         while list_segments(&dir).unwrap().len() == 2 && appended < 100 {
             spool.append(vec![call(3)]).unwrap();
             appended += 1;
         }
         assert!(
-            !read_segment(&spare).unwrap().is_empty(),
+            !read_segment(&spare).unwrap().records.is_empty(),
             "the append that filled the first segment went to the spare"
         );
         assert_eq!(read_all(&dir).len(), appended);

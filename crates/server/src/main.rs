@@ -208,17 +208,18 @@ async fn replay_command() -> anyhow::Result<()> {
     let report = dead_letter::replay(&pool, &spool_dir).await?;
     pool.close().await;
     println!(
-        "replayed the dead-letter file of {}: {} stored, {} already stored, {} refused again, {} not tried (database unreachable)",
+        "replayed the dead-letter file of {}: {} stored, {} already stored, {} refused again, {} not tried (database unreachable), {} lines that are not records",
         spool_dir.display(),
         report.stored,
         report.duplicates,
         report.refused,
-        report.not_tried
+        report.not_tried,
+        report.unreadable
     );
-    if report.refused + report.not_tried > 0 {
+    let left = report.refused + report.not_tried + report.unreadable;
+    if left > 0 {
         anyhow::bail!(
-            "{} records stay in {}",
-            report.refused + report.not_tried,
+            "{left} lines stay in {}",
             spool_dir.join(dead_letter::FILE).display()
         );
     }

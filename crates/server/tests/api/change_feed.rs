@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::{Connection, Executor, PgConnection};
-use voice_proxy_persistence::pairings::Route;
+use voice_proxy_domain::routing::Route;
 use voice_proxy_persistence::routes::RouteMirror;
 
 use crate::helpers::{proxy_of, spawn_app};

@@ -64,14 +64,14 @@ pub async fn migrated_database(connections: u32) -> (String, PgPool) {
 /// An answered call's record, as the answer webhook makes it, for `conversation`.
 pub fn call_record(conversation: &str) -> Record {
     Record::Call(CallRecord {
-        id: Uuid::now_v7(),
+        id: voice_proxy_domain::CallId::new(),
         conversation_uuid: Some(conversation.to_owned()),
         uuid: Some(format!("{conversation}-in")),
         pairing_id: None,
         caller: None,
         proxy_number: None,
         callee: None,
-        outcome: "anonymous".into(),
+        outcome: voice_proxy_domain::CallOutcome::Anonymous,
         started_at: chrono::Utc::now(),
         endpoint_type: None,
     })
