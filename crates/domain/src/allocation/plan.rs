@@ -1,104 +1,11 @@
-//! Choosing proxy numbers: which pool number a participant gets.
-//!
-//! The rules are split in two pure steps so that the database only ever runs index lookups:
-//! 1. [`AllocationPolicy::plan`] turns the policy and what we know of the person (their country,
-//!    the numbers they hold, the ones cooling off, the one they had with this counterpart last
-//!    time) into an ordered list of [`Search`]es, best first;
-//! 2. the storage layer runs each search in turn ("the least loaded free numbers of this country,
-//!    not these") until one finds candidates, and [`pick`] chooses among them.
-//!
-//! The database still has the last word: a unique constraint refuses a second active pairing of
-//! the same (person, proxy number), so a race lost here is retried, never committed.
+//! Planning the search for one participant's proxy number, and picking among candidates.
 
 use std::collections::HashSet;
 
 use chrono::Duration;
 
+use super::{AllocationPolicy, CoolOffMode, GeoMatch, Stickiness};
 use crate::phone::{CountryCode, PhoneNumber};
-
-/// Whether a participant must get a proxy number of their own country.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GeoMatch {
-    /// Only numbers of the participant's country; refuse when none is free.
-    #[default]
-    Strict,
-    /// Numbers of the participant's country first, then any country.
-    Prefer,
-    /// Country plays no part.
-    Off,
-}
-
-impl GeoMatch {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "strict" => Some(Self::Strict),
-            "prefer" => Some(Self::Prefer),
-            "off" => Some(Self::Off),
-            _ => None,
-        }
-    }
-}
-
-/// What to do when the same two people are paired again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Stickiness {
-    /// Give each the proxy number they had with this counterpart last time, if still possible.
-    #[default]
-    PreferSticky,
-    /// Give a different number than last time where another is free.
-    AvoidSticky,
-}
-
-impl Stickiness {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "prefer-sticky" => Some(Self::PreferSticky),
-            "avoid-sticky" => Some(Self::AvoidSticky),
-            _ => None,
-        }
-    }
-}
-
-/// Whether a number in cool-off may still be given when nothing else is free.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CoolOffMode {
-    /// Cooling numbers are a last resort.
-    #[default]
-    Soft,
-    /// Cooling numbers are never given to a different counterpart; refuse instead.
-    Strict,
-}
-
-impl CoolOffMode {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "soft" => Some(Self::Soft),
-            "strict" => Some(Self::Strict),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AllocationPolicy {
-    pub geo: GeoMatch,
-    pub stickiness: Stickiness,
-    /// How long after a pairing ends its proxy number is kept from the participant for a
-    /// different counterpart. Zero disables cool-off.
-    pub cool_off: Duration,
-    pub cool_off_mode: CoolOffMode,
-}
-
-impl Default for AllocationPolicy {
-    fn default() -> Self {
-        Self {
-            geo: GeoMatch::Strict,
-            stickiness: Stickiness::PreferSticky,
-            cool_off: Duration::hours(24),
-            cool_off_mode: CoolOffMode::Soft,
-        }
-    }
-}
 
 /// What the database told us about one participant before choosing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

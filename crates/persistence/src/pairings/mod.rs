@@ -1,0 +1,400 @@
+//! Pairings and their participants: creation with proxy-number allocation (`create`), lookup
+//! for routing, close, expiry changes, listing.
+
+mod create;
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+use voice_proxy_domain::allocation::{AllocationPolicy, Refusal};
+use voice_proxy_domain::pairing::{Pairing, Participant};
+use voice_proxy_domain::routing::Route;
+use voice_proxy_domain::{CountryCode, NewPairing, PairingId, PairingStatus, PhoneNumber};
+
+use crate::numbers::LoadLedger;
+use crate::pagination::Page;
+use crate::violates;
+use create::{Attempt, Made, try_create};
+
+/// How many times a create is retried after losing a race to a concurrent one.
+const MAX_ATTEMPTS: usize = 8;
+
+#[derive(sqlx::FromRow)]
+struct PairingRow {
+    id: Uuid,
+    reference: Option<String>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    closed_at: Option<DateTime<Utc>>,
+    read_at: DateTime<Utc>,
+    a_number: String,
+    a_label: Option<String>,
+    a_proxy: String,
+    b_number: String,
+    b_label: Option<String>,
+    b_proxy: String,
+}
+
+impl From<PairingRow> for Pairing {
+    fn from(r: PairingRow) -> Self {
+        let participant = |number, label, proxy| Participant {
+            number: PhoneNumber::from_trusted_digits(number),
+            label,
+            proxy_number: PhoneNumber::from_trusted_digits(proxy),
+        };
+        Self {
+            id: PairingId::from_uuid(r.id),
+            reference: r.reference,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            closed_at: r.closed_at,
+            participants: [
+                participant(r.a_number, r.a_label, r.a_proxy),
+                participant(r.b_number, r.b_label, r.b_proxy),
+            ],
+            read_at: r.read_at,
+        }
+    }
+}
+
+const SELECT_PAIRING: &str = "SELECT p.id, p.reference, p.created_at, p.expires_at, p.closed_at,
+        now() AS read_at,
+        a.number AS a_number, a.label AS a_label, a.proxy_number AS a_proxy,
+        b.number AS b_number, b.label AS b_label, b.proxy_number AS b_proxy
+   FROM pairings p
+   JOIN participants a ON a.pairing_id = p.id AND a.position = 0
+   JOIN participants b ON b.pairing_id = p.id AND b.position = 1";
+
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created(Pairing),
+    /// The same request was made before under the same reference: nothing was allocated.
+    Existing(Pairing),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreatePairingError {
+    #[error("an active pairing with this reference has other participants")]
+    ReferenceConflict(Box<Pairing>),
+    #[error("participant {position} has a number of the pool")]
+    ParticipantIsPoolNumber { position: usize },
+    #[error("the proxy number asked for participant {position} is not in the pool")]
+    ProxyNotInPool { position: usize },
+    #[error(
+        "the proxy number asked for participant {position} is retired or already routes this participant"
+    )]
+    ProxyUnavailable { position: usize },
+    #[error("no pool number is free for participant {position} ({participant})")]
+    PoolExhausted {
+        position: usize,
+        participant: PhoneNumber,
+        country: Option<CountryCode>,
+    },
+    #[error("gave up after losing {MAX_ATTEMPTS} races to concurrent requests")]
+    Contention,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<Refusal> for CreatePairingError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::ParticipantIsPoolNumber { position } => {
+                Self::ParticipantIsPoolNumber { position }
+            }
+            Refusal::ProxyNotInPool { position } => Self::ProxyNotInPool { position },
+            Refusal::ProxyUnavailable { position } => Self::ProxyUnavailable { position },
+        }
+    }
+}
+
+/// Creates a pairing, choosing each participant's proxy number by `policy`.
+///
+/// Race-free by construction: the choice is made from a snapshot, and the unique index
+/// `participants_one_route` refuses the insert if a concurrent request took the same
+/// (person, proxy number) meanwhile; the whole attempt is then retried with fresh data.
+///
+/// One attempt is one transaction of four statements (locks; what is known of the people and the
+/// reference; candidates; the insert) and the load counters of the chosen numbers move in
+/// `ledger`, which a background task writes to the database in batches.
+#[tracing::instrument(skip_all, fields(reference = request.reference.as_deref()))]
+pub async fn create(
+    pool: &PgPool,
+    ledger: &LoadLedger,
+    request: &NewPairing,
+    policy: &AllocationPolicy,
+) -> Result<CreateOutcome, CreatePairingError> {
+    for attempt in 0..MAX_ATTEMPTS {
+        match try_create(pool, ledger, request, policy).await {
+            Ok(Made::Created(pairing)) => {
+                metrics::counter!("pairings_created_total").increment(1);
+                return Ok(CreateOutcome::Created(*pairing));
+            }
+            Ok(Made::ReferenceTaken(id)) => {
+                // Read after the attempt's transaction ended; if the pairing ended meanwhile, the
+                // next attempt finds the reference free.
+                let Some(existing) = get(pool, id).await? else {
+                    continue;
+                };
+                if existing.status() != PairingStatus::Active {
+                    continue;
+                }
+                let same = request.is_same_request_as(
+                    &existing.participants.clone().map(|p| (p.number, p.label)),
+                );
+                return if same {
+                    Ok(CreateOutcome::Existing(existing))
+                } else {
+                    Err(CreatePairingError::ReferenceConflict(Box::new(existing)))
+                };
+            }
+            Err(Attempt::LostRace) => {
+                tracing::debug!(attempt, "lost an allocation race; retrying");
+                continue;
+            }
+            Err(Attempt::Failed(CreatePairingError::PoolExhausted {
+                position,
+                participant,
+                country,
+            })) => {
+                record_exhaustion(pool, country.as_ref()).await;
+                metrics::counter!(
+                    "exhaustion_refusals_total",
+                    "country" => country.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string)
+                )
+                .increment(1);
+                return Err(CreatePairingError::PoolExhausted {
+                    position,
+                    participant,
+                    country,
+                });
+            }
+            Err(Attempt::Failed(e)) => return Err(e),
+        }
+    }
+    Err(CreatePairingError::Contention)
+}
+
+async fn record_exhaustion(pool: &PgPool, country: Option<&CountryCode>) {
+    if let Err(e) = sqlx::query("INSERT INTO exhaustion_refusals (country) VALUES ($1)")
+        .bind(country.map(CountryCode::as_str))
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record an exhaustion refusal");
+    }
+}
+
+#[tracing::instrument(skip_all, fields(pairing_id = %id))]
+pub async fn get(pool: &PgPool, id: PairingId) -> Result<Option<Pairing>, sqlx::Error> {
+    let row: Option<PairingRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_PAIRING} WHERE p.id = $1"
+    )))
+    .bind(id.as_uuid())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PairingFilter {
+    pub reference: Option<String>,
+    /// A participant's real number or a proxy number.
+    pub number: Option<PhoneNumber>,
+    pub status: Option<PairingStatus>,
+}
+
+/// Pairings, newest first, after the pairing `after`.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    pool: &PgPool,
+    filter: &PairingFilter,
+    after: Option<PairingId>,
+    limit: u32,
+) -> Result<Page<Pairing, PairingId>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new(SELECT_PAIRING);
+    q.push(" WHERE true");
+    if let Some(reference) = &filter.reference {
+        q.push(" AND p.reference = ").push_bind(reference.clone());
+    }
+    if let Some(number) = &filter.number {
+        q.push(" AND p.id IN (SELECT pairing_id FROM participants WHERE number = ")
+            .push_bind(number.expose().to_owned())
+            .push(" UNION SELECT pairing_id FROM participants WHERE proxy_number = ")
+            .push_bind(number.expose().to_owned())
+            .push(")");
+    }
+    match filter.status {
+        Some(PairingStatus::Active) => q.push(" AND p.closed_at IS NULL AND p.expires_at > now()"),
+        Some(PairingStatus::Closed) => q.push(" AND p.closed_at IS NOT NULL"),
+        Some(PairingStatus::Expired) => {
+            q.push(" AND p.closed_at IS NULL AND p.expires_at <= now()")
+        }
+        None => &mut q,
+    };
+    if let Some(after) = after {
+        q.push(" AND p.id < ").push_bind(after.as_uuid());
+    }
+    q.push(" ORDER BY p.id DESC LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    let rows: Vec<PairingRow> = q.build_query_as().fetch_all(pool).await?;
+    Ok(Page::from_rows(
+        rows.into_iter().map(Into::into).collect(),
+        limit,
+        |p: &Pairing| p.id,
+    ))
+}
+
+/// Closes a pairing: it stops routing at once. Closing a pairing that is already closed or
+/// expired changes nothing. `None` if there is no such pairing. The load comes off its numbers
+/// through `ledger`.
+#[tracing::instrument(skip_all, fields(pairing_id = %id))]
+pub async fn close(
+    pool: &PgPool,
+    ledger: &LoadLedger,
+    id: PairingId,
+) -> Result<Option<Pairing>, sqlx::Error> {
+    let closed_now: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE pairings
+            SET closed_at = GREATEST(now(), created_at), load_released = true
+          WHERE id = $1 AND closed_at IS NULL AND expires_at > now() AND NOT load_released
+         RETURNING id",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(pool)
+    .await?;
+    let pairing = get(pool, id).await?;
+    if let (Some(_), Some(p)) = (closed_now, &pairing) {
+        metrics::counter!("pairings_closed_total").increment(1);
+        for participant in &p.participants {
+            ledger.add(participant.proxy_number.expose(), -1, None);
+        }
+    }
+    Ok(pairing)
+}
+
+/// A new expiry for a pairing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewExpiry {
+    /// This long from now.
+    FromNow(Duration),
+    /// At this instant.
+    At(DateTime<Utc>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeExpiryError {
+    #[error("no such pairing")]
+    NotFound,
+    #[error("the pairing has ended")]
+    Ended(Box<Pairing>),
+    #[error("the new expiry is not in the future, or is further than the longest TTL allows")]
+    OutOfRange,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Moves the expiry of an active pairing; a pairing that is closed or expired stays ended.
+#[tracing::instrument(skip_all, fields(pairing_id = %id))]
+pub async fn change_expiry(
+    pool: &PgPool,
+    id: PairingId,
+    expiry: NewExpiry,
+    max_ttl: Duration,
+) -> Result<Pairing, ChangeExpiryError> {
+    let (at, ttl_seconds): (Option<DateTime<Utc>>, Option<f64>) = match expiry {
+        NewExpiry::FromNow(d) => (None, Some(d.num_milliseconds() as f64 / 1000.0)),
+        NewExpiry::At(t) => (Some(t), None),
+    };
+    let updated: Result<Option<(Uuid, bool)>, sqlx::Error> = sqlx::query_as(
+        "WITH wanted AS (
+             SELECT COALESCE($2, now() + make_interval(secs => $3)) AS expires_at
+         )
+         UPDATE pairings p
+            SET expires_at = w.expires_at
+           FROM wanted w
+          WHERE p.id = $1 AND p.closed_at IS NULL AND p.expires_at > now()
+            AND w.expires_at > now() AND w.expires_at <= now() + make_interval(secs => $4)
+         RETURNING p.id, true",
+    )
+    .bind(id.as_uuid())
+    .bind(at)
+    .bind(ttl_seconds)
+    .bind(max_ttl.num_seconds() as f64)
+    .fetch_optional(pool)
+    .await;
+    let updated = match updated {
+        Ok(u) => u,
+        // Only possible if the longer validity would overlap a pairing made since; refuse.
+        Err(e)
+            if violates(&e, "participants_one_route")
+                || violates(&e, "pairings_reference_once") =>
+        {
+            return Err(ChangeExpiryError::OutOfRange);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pairing = get(pool, id).await?.ok_or(ChangeExpiryError::NotFound)?;
+    if updated.is_some() {
+        return Ok(pairing);
+    }
+    if pairing.status() != PairingStatus::Active {
+        return Err(ChangeExpiryError::Ended(Box::new(pairing)));
+    }
+    Err(ChangeExpiryError::OutOfRange)
+}
+
+/// The answer webhook's lookup: one index probe on (proxy number, caller).
+#[tracing::instrument(skip_all)]
+pub async fn route(pool: &PgPool, caller: &str, proxy_number: &str) -> Result<Route, sqlx::Error> {
+    let row: Option<(Uuid, String, String, bool)> = sqlx::query_as(
+        "SELECT pairing_id, counterpart_number, counterpart_proxy, active_during @> now()
+           FROM participants
+          WHERE proxy_number = $1 AND number = $2 AND upper(active_during) IS NOT NULL
+          ORDER BY upper(active_during) DESC
+          LIMIT 1",
+    )
+    .bind(proxy_number)
+    .bind(caller)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some((id, callee, callee_proxy, true)) => Route::Connect {
+            pairing_id: PairingId::from_uuid(id),
+            callee: PhoneNumber::from_trusted_digits(callee),
+            callee_proxy: PhoneNumber::from_trusted_digits(callee_proxy),
+        },
+        Some((id, _, _, false)) => Route::Ended {
+            pairing_id: PairingId::from_uuid(id),
+        },
+        None => Route::None,
+    })
+}
+
+/// Housekeeping: takes the load of expired pairings off their numbers. Correctness never
+/// depends on it; it keeps the spread of new pairings even. Returns how many pairings it swept.
+#[tracing::instrument(skip_all)]
+pub async fn sweep_expired(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
+    let swept: i64 = sqlx::query_scalar(
+        "WITH expired AS (
+             UPDATE pairings SET load_released = true, released = true
+              WHERE id IN (SELECT id FROM pairings
+                            WHERE NOT load_released AND expires_at <= now()
+                            ORDER BY expires_at LIMIT $1
+                            FOR UPDATE SKIP LOCKED)
+             RETURNING id
+         ), released AS (
+             SELECT proxy_number, count(*) AS n FROM participants
+              WHERE pairing_id IN (SELECT id FROM expired) GROUP BY proxy_number
+         ), updated AS (
+             UPDATE pool_numbers n SET active_load = GREATEST(n.active_load - r.n, 0)
+               FROM released r WHERE n.number = r.proxy_number
+             RETURNING 1
+         )
+         SELECT count(*) FROM expired",
+    )
+    .bind(batch)
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(swept).unwrap_or(0))
+}
