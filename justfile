@@ -17,9 +17,10 @@ fmt:
 fmt-check:
     cargo fmt --all -- --check
 
-# Clippy on every crate and target, warnings are errors
+# Clippy on every crate and target, warnings are errors; no import cycle between modules
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
+    python3 scripts/module-cycles.py
 
 # fmt-check, lint, then the whole test suite against Postgres on 127.0.0.1:5432
 test: fmt-check lint

@@ -19,9 +19,11 @@ pub mod webhooks;
 use actix_web::web;
 use voice_proxy_domain::allocation::AllocationPolicy;
 use voice_proxy_persistence::PgPool;
-use voice_proxy_persistence::numbers::LoadLedger;
-use voice_proxy_persistence::recorder::Recorder;
-use voice_proxy_persistence::routes::RouteMirror;
+use voice_proxy_persistence::durable::health::DatabaseHealth;
+use voice_proxy_persistence::durable::load_ledger::LoadLedger;
+use voice_proxy_persistence::durable::recorder::Recorder;
+use voice_proxy_persistence::durable::route_mirror::RouteMirror;
+use voice_proxy_persistence::routing::Routing;
 
 pub use error::ApiError;
 
@@ -72,6 +74,8 @@ pub struct AppState {
     pub mirror: std::sync::Arc<RouteMirror>,
     /// Load counter changes not yet written (one per process).
     pub ledger: std::sync::Arc<LoadLedger>,
+    /// Resolving a call's route; closing and re-timing pairings on every instance.
+    pub routing: Routing,
 }
 
 /// The parts of [`AppState`] shared by every worker.
@@ -82,6 +86,8 @@ pub struct Shared {
     pub recorder: Recorder,
     pub mirror: std::sync::Arc<RouteMirror>,
     pub ledger: std::sync::Arc<LoadLedger>,
+    /// Whether the database counts as down (the recorder's, shared).
+    pub health: std::sync::Arc<DatabaseHealth>,
 }
 
 impl Shared {
@@ -92,17 +98,25 @@ impl Shared {
         ledger: std::sync::Arc<LoadLedger>,
     ) -> Self {
         let verifier = signature::Verifier::new(settings.signature.clone());
+        let health = recorder.spool().health().clone();
         Self {
             settings: std::sync::Arc::new(settings),
             verifier: std::sync::Arc::new(verifier),
             recorder,
             mirror,
             ledger,
+            health,
         }
     }
 
     /// The state of one worker, with the pool that worker's runtime drives.
     pub fn state(&self, pool: PgPool) -> AppState {
+        let routing = Routing::new(
+            pool.clone(),
+            self.mirror.clone(),
+            self.health.clone(),
+            self.settings.answer_db_timeout,
+        );
         AppState {
             pool,
             settings: self.settings.clone(),
@@ -110,6 +124,7 @@ impl Shared {
             recorder: self.recorder.clone(),
             mirror: self.mirror.clone(),
             ledger: self.ledger.clone(),
+            routing,
         }
     }
 }

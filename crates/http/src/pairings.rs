@@ -15,7 +15,6 @@ use voice_proxy_domain::{NewPairing, PairingId, PairingStatus, ParticipantReques
 use voice_proxy_persistence::pairings::{
     self, ChangeExpiryError, CreateOutcome, CreatePairingError, NewExpiry, PairingFilter,
 };
-use voice_proxy_persistence::routes;
 
 use crate::auth::admin;
 use crate::error::method_not_allowed;
@@ -315,16 +314,11 @@ pub async fn close_pairing(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_pairing_id(&path)?;
-    let pairing = pairings::close(&state.pool, &state.ledger, id)
+    let pairing = state
+        .routing
+        .close(&state.ledger, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no pairing {id}")))?;
-    // This instance's routes in memory forget it now; the other instances' before we answer.
-    let routes = pairing
-        .participants
-        .each_ref()
-        .map(|p| (p.number.expose(), p.proxy_number.expose()));
-    state.mirror.forget_pairing(id, &routes);
-    routes::await_mirrors(&state.pool, state.mirror.lease()).await;
     tracing::info!(pairing_id = %id, status = pairing.status().as_str(), "pairing closed");
     Ok(HttpResponse::Ok().json(PairingResponse::from(pairing)))
 }
@@ -460,10 +454,8 @@ pub async fn change_expiry(
         }
     };
     let max_ttl = chrono::Duration::seconds(MAX_TTL_SECONDS);
-    match pairings::change_expiry(&state.pool, id, expiry, max_ttl).await {
+    match state.routing.change_expiry(id, expiry, max_ttl).await {
         Ok(p) => {
-            // An expiry brought forward must hold on every instance before we answer.
-            routes::await_mirrors(&state.pool, state.mirror.lease()).await;
             tracing::info!(pairing_id = %id, expires_at = %p.expires_at, "pairing expiry changed");
             Ok(HttpResponse::Ok().json(PairingResponse::from(p)))
         }

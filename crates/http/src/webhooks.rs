@@ -9,8 +9,9 @@ use voice_proxy_domain::call::MAX_ID_CHARS;
 use voice_proxy_domain::phone::{mask_digit_runs, mask_digits};
 use voice_proxy_domain::routing::Route;
 use voice_proxy_domain::{CallEvent, CallId, CallOutcome, CallStatus, CallerId, Ncco};
-use voice_proxy_persistence::pairings;
-use voice_proxy_persistence::recorder::{CallRecord, EventRecord, Record, Stored};
+use voice_proxy_domain::{CallRecord, EventRecord};
+use voice_proxy_persistence::durable::recorder::Stored;
+use voice_proxy_persistence::records::Record;
 
 use crate::error::method_not_allowed;
 use crate::signature::{RequestParts, SignatureError, VerifiedToken};
@@ -253,7 +254,7 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         _ if !complete => (CallOutcome::InvalidRequest, None),
         (CallerId::Withheld, _) => (CallOutcome::Anonymous, None),
         (CallerId::Unsupported, _) => (CallOutcome::UnsupportedCaller, None),
-        (CallerId::Number(from), Some(to)) => match lookup_route(state, from, to).await {
+        (CallerId::Number(from), Some(to)) => match state.routing.resolve(from, to).await {
             route @ Route::Connect { .. } => (CallOutcome::Routed, Some(route)),
             route @ Route::Ended { .. } => (CallOutcome::PairingEnded, Some(route)),
             Route::None => (CallOutcome::NoPairing, None),
@@ -345,35 +346,6 @@ fn event_url(settings: &HttpSettings) -> Option<String> {
         .public_base_url
         .as_ref()
         .map(|base| format!("{}/webhooks/event", base.trim_end_matches('/')))
-}
-
-/// Connects from the in-memory routes when they may decide alone (an active route, and the copy
-/// is fresh: see `voice_proxy_persistence::routes`); otherwise asks the database. When the
-/// database is unreachable (or counts as down: see `Spool::database_down`), answers from memory
-/// regardless, so calls keep connecting.
-async fn lookup_route(state: &AppState, caller: &str, dialled: &str) -> Route {
-    if let Some(route) = state
-        .mirror
-        .connect_from_memory(caller, dialled, chrono::Utc::now())
-    {
-        metrics::counter!("answer_route_source_total", "source" => "memory").increment(1);
-        return route;
-    }
-    let spool = state.recorder.spool();
-    if !spool.database_down() {
-        let lookup = pairings::route(&state.pool, caller, dialled);
-        match tokio::time::timeout(state.settings.answer_db_timeout, lookup).await {
-            Ok(Ok(route)) => {
-                metrics::counter!("answer_route_source_total", "source" => "database").increment(1);
-                return route;
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "routing lookup failed; routing from memory"),
-            Err(_) => tracing::warn!("routing lookup timed out; routing from memory"),
-        }
-        spool.mark_database_down();
-    }
-    metrics::counter!("answer_route_source_total", "source" => "memory_database_down").increment(1);
-    state.mirror.lookup(caller, dialled, chrono::Utc::now())
 }
 
 /// `POST /webhooks/event`: stores the event once and folds it into its call.

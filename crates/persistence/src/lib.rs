@@ -1,18 +1,29 @@
-//! voice-proxy's storage: sqlx over Postgres, and the schema migrations embedded from
-//! `migrations/`. One module per aggregate; each function takes a pool or a transaction.
+//! voice-proxy's storage, over Postgres with sqlx. Two ideas, kept apart:
+//!
+//! - **The store**: SQL, one module per aggregate ([`numbers`], [`pairings`], [`calls`] and
+//!   [`records`], [`api_keys`], [`retention`]), plus the schema migrations embedded from
+//!   `migrations/` ([`migrate`]), error classification ([`db_error`]) and pagination. Each
+//!   function takes a pool or a transaction and decides nothing the domain crate could: the
+//!   allocation policy, the call fold, the routing rules are `voice_proxy_domain`'s.
+//! - **The durable machinery** ([`durable`]): what runs in the process to keep calls answered
+//!   and nothing acknowledged lost whatever the database does: the recorder and its spool, the
+//!   dead-letter file, the database's health, the in-memory route mirror, the load ledger.
+//!
+//! And [`routing`], the two operations that need both: resolving an inbound call's route (from
+//! memory, the database, or memory again when the database is down), and closing or re-timing
+//! a pairing so that every instance stops routing it before the request returns.
 
 pub mod api_keys;
 pub mod calls;
 pub mod db_error;
-pub mod dead_letter;
+pub mod durable;
 pub mod migrate;
 pub mod numbers;
 pub mod pagination;
 pub mod pairings;
-pub mod recorder;
+pub mod records;
 pub mod retention;
-pub mod routes;
-pub mod spool;
+pub mod routing;
 
 use std::time::Duration;
 

@@ -12,7 +12,8 @@ use voice_proxy_domain::ncco::TTS_LANGUAGES;
 use voice_proxy_domain::pairing::{MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use voice_proxy_http::HttpSettings;
 use voice_proxy_http::signature::{PayloadHashMode, SignatureSettings};
-use voice_proxy_persistence::{PoolSettings, recorder};
+use voice_proxy_persistence::PoolSettings;
+use voice_proxy_persistence::durable::spool;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/voice_proxy";
 
@@ -194,13 +195,13 @@ impl Settings {
             bail!("PUBLIC_BASE_URL must start with https:// or http://");
         }
         let spool_segment_kib: u64 =
-            env.parse("SPOOL_SEGMENT_KIB", recorder::DEFAULT_SEGMENT_BYTES / 1024)?;
+            env.parse("SPOOL_SEGMENT_KIB", spool::DEFAULT_SEGMENT_BYTES / 1024)?;
         // At least a batch of events; at most what may be zero-filled while appends wait.
         if !(1024..=65_536).contains(&spool_segment_kib) {
             bail!("SPOOL_SEGMENT_KIB must be between 1024 and 65536");
         }
         let spool_memory_mib: u64 =
-            env.parse("SPOOL_MEMORY_MIB", recorder::DEFAULT_MEMORY_BYTES >> 20)?;
+            env.parse("SPOOL_MEMORY_MIB", spool::DEFAULT_MEMORY_BYTES >> 20)?;
         if !(1..=65_536).contains(&spool_memory_mib) {
             bail!("SPOOL_MEMORY_MIB must be between 1 and 65536");
         }

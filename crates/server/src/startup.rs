@@ -14,10 +14,12 @@ use tracing_actix_web::TracingLogger;
 use voice_proxy_http::deadline::{Guarded, limit_body};
 use voice_proxy_http::telemetry::{MaskedRootSpan, echo_request_id};
 use voice_proxy_http::{Shared, configure};
-use voice_proxy_persistence::numbers::LoadLedger;
-use voice_proxy_persistence::recorder::{self, Recorder};
+use voice_proxy_persistence::durable::health::DatabaseHealth;
+use voice_proxy_persistence::durable::load_ledger::LoadLedger;
+use voice_proxy_persistence::durable::recorder::Recorder;
+use voice_proxy_persistence::durable::route_mirror::RouteMirror;
+use voice_proxy_persistence::durable::spool::{self, Spool};
 use voice_proxy_persistence::retention::{self, PurgeReport};
-use voice_proxy_persistence::routes::RouteMirror;
 use voice_proxy_persistence::{PgListener, PgPool, PoolSettings, connect_lazy, pairings};
 
 use crate::config::{RetentionSettings, Settings};
@@ -56,6 +58,7 @@ impl Application {
             &settings.spool_dir,
             settings.spool_segment_bytes,
             settings.spool_memory_bytes,
+            Arc::new(DatabaseHealth::new()),
         )
         .with_context(|| {
             format!(
@@ -126,7 +129,7 @@ impl Application {
     }
 
     /// The local spool call records (and, during an outage, events) pass through.
-    pub fn spool(&self) -> &Arc<recorder::Spool> {
+    pub fn spool(&self) -> &Arc<Spool> {
         self.recorder.spool()
     }
 
@@ -169,7 +172,7 @@ impl Application {
             tokio::spawn(supervised("spool_drain", RESTART_DELAY, {
                 let (spool, pool) = (spool.clone(), self.pool.clone());
                 let every = self.settings.spool_drain_interval;
-                move || recorder::drain_forever(spool.clone(), pool.clone(), every)
+                move || spool::drain_forever(spool.clone(), pool.clone(), every)
             })),
         ];
         let result = self.server.await;
@@ -265,7 +268,7 @@ async fn listen_for_changes(pool: PgPool, changed: Arc<Notify>) {
 
 /// Replaces old real numbers by their keyed hash, every `interval`: in the database, and in this
 /// instance's dead-letter file.
-async fn purge_forever(pool: PgPool, spool: Arc<recorder::Spool>, retention: RetentionSettings) {
+async fn purge_forever(pool: PgPool, spool: Arc<Spool>, retention: RetentionSettings) {
     let Some(after) = retention.after else {
         return;
     };
@@ -275,7 +278,7 @@ async fn purge_forever(pool: PgPool, spool: Arc<recorder::Spool>, retention: Ret
         let key = retention.hash_key.clone();
         let purged = tokio::task::spawn_blocking({
             let spool = spool.clone();
-            move || spool.purge_dead_letters(after, &key)
+            move || spool.dead_letters().purge(after, &key)
         })
         .await;
         match purged {

@@ -14,7 +14,7 @@ use voice_proxy_domain::pairing::Pairing;
 use voice_proxy_domain::{CountryCode, NewPairing, PairingId, PhoneNumber};
 
 use super::{CreatePairingError, PairingRow};
-use crate::numbers::LoadLedger;
+use crate::durable::load_ledger::LoadLedger;
 use crate::violates;
 
 /// How many candidates one search returns to pick from.

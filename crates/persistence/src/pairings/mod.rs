@@ -11,7 +11,7 @@ use voice_proxy_domain::pairing::{Pairing, Participant};
 use voice_proxy_domain::routing::Route;
 use voice_proxy_domain::{CountryCode, NewPairing, PairingId, PairingStatus, PhoneNumber};
 
-use crate::numbers::LoadLedger;
+use crate::durable::load_ledger::LoadLedger;
 use crate::pagination::Page;
 use crate::violates;
 use create::{Attempt, Made, try_create};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::{Connection, Executor, PgConnection};
 use voice_proxy_domain::routing::Route;
-use voice_proxy_persistence::routes::RouteMirror;
+use voice_proxy_persistence::durable::route_mirror::RouteMirror;
 
 use crate::helpers::{proxy_of, spawn_app};
 

@@ -5,9 +5,10 @@
 use sqlx::postgres::PgPoolOptions;
 use voice_proxy_domain::allocation::AllocationPolicy;
 use voice_proxy_domain::{CountryCode, NewPairing, ParticipantRequest, PhoneNumber};
-use voice_proxy_persistence::numbers::{self, LoadLedger};
+use voice_proxy_persistence::durable::load_ledger::LoadLedger;
+use voice_proxy_persistence::numbers;
 use voice_proxy_persistence::pairings;
-use voice_proxy_persistence::recorder::write_batch;
+use voice_proxy_persistence::records::write_batch;
 
 use crate::helpers::{call_record, event_record, migrated_database};
 

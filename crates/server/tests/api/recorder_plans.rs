@@ -5,7 +5,7 @@
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
-use voice_proxy_persistence::recorder::{Record, write_batch};
+use voice_proxy_persistence::records::{Record, write_batch};
 
 use crate::helpers::{call_record, create_database, event_record, migrated_database};
 

@@ -219,7 +219,10 @@ async fn the_service_and_the_database_purge_a_payload_alike() {
     .unwrap();
     let mut in_the_service = payload.clone();
     voice_proxy_domain::phone::redact_numbers(&mut in_the_service, &mut |digits| {
-        voice_proxy_persistence::dead_letter::keyed_hash(digits, "test-retention-key-0123456789")
+        voice_proxy_persistence::durable::dead_letter::keyed_hash(
+            digits,
+            "test-retention-key-0123456789",
+        )
     });
     assert_eq!(in_the_service, in_postgres);
     assert!(!in_postgres.to_string().contains("646555010"));
@@ -239,7 +242,7 @@ async fn the_services_keyed_hash_is_the_databases() {
     .await
     .unwrap();
     assert_eq!(
-        voice_proxy_persistence::dead_letter::keyed_hash(
+        voice_proxy_persistence::durable::dead_letter::keyed_hash(
             "16465550101",
             "test-retention-key-0123456789"
         ),

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use uuid::Uuid;
-use voice_proxy_persistence::recorder::{Recorder, Spool, drain_forever};
+use voice_proxy_persistence::durable::recorder::Recorder;
+use voice_proxy_persistence::durable::spool::{Spool, drain_forever};
 
 use crate::helpers::{call_record, migrated_database};
 
@@ -103,10 +104,10 @@ async fn the_database_counts_as_down_until_the_drainers_probe_reaches_it() {
     let pool = migrated_pool().await;
     let dir = std::env::temp_dir().join(format!("vp-spool-db-{}", Uuid::new_v4().simple()));
     let spool = Arc::new(Spool::open(&dir, 64 * 1024).unwrap());
-    spool.mark_database_down();
+    spool.health().mark_down();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(
-        spool.database_down(),
+        spool.health().is_down(),
         "time alone does not send callers back to a database that failed"
     );
 
@@ -122,15 +123,15 @@ async fn the_database_counts_as_down_until_the_drainers_probe_reaches_it() {
     let blind = tokio::spawn(drain_forever(spool.clone(), nowhere, every));
     tokio::time::sleep(Duration::from_millis(500)).await;
     blind.abort();
-    assert!(spool.database_down());
+    assert!(spool.health().is_down());
 
     let drainer = tokio::spawn(drain_forever(spool.clone(), pool, every));
     let started = Instant::now();
-    while spool.database_down() && started.elapsed() < Duration::from_secs(5) {
+    while spool.health().is_down() && started.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drainer.abort();
-    assert!(!spool.database_down(), "the probe found the database");
+    assert!(!spool.health().is_down(), "the probe found the database");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -174,7 +175,7 @@ async fn a_segment_file_gone_from_disk_does_not_stop_the_drain() {
         1,
         "the record after it reached Postgres"
     );
-    assert!(!reopened.database_down());
+    assert!(!reopened.health().is_down());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -228,7 +229,7 @@ async fn the_recorder_has_a_segment_ready_before_the_first_call() {
     let pool = migrated_pool().await;
     let dir = std::env::temp_dir().join(format!("vp-spool-db-{}", Uuid::new_v4().simple()));
     let size = 1 << 20;
-    let recorder = Recorder::start(pool.clone(), &dir, size, 1 << 20).unwrap();
+    let recorder = Recorder::start(pool.clone(), &dir, size, 1 << 20, Default::default()).unwrap();
     let ready = files(&dir);
     assert_eq!(ready.len(), 1, "one segment, prepared at start");
     assert_eq!(std::fs::metadata(dir.join(&ready[0])).unwrap().len(), size);

@@ -25,7 +25,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::recorder::{Record, write_isolating};
+use super::dead_letter::DeadLetters;
+use super::health::DatabaseHealth;
+use super::writer::write_isolating;
+use crate::records::Record;
 
 /// Most spooled records the drainer writes in one transaction.
 const DRAIN_BATCH: usize = 2048;
@@ -72,15 +75,14 @@ pub struct Spool {
     /// The last write to the spool (an append, or preparing a segment) failed: records may not
     /// be kept, and the instance is not ready.
     write_failed: AtomicBool,
-    /// Serialises writers of the dead-letter file within the process (other processes, such as
-    /// `voice-proxy dead-letter replay`, take the file's lock).
-    dead_letters: Mutex<()>,
+    /// Where records Postgres refuses are kept.
+    dead_letters: DeadLetters,
     /// Tests only: appends wait until then before their fsync, as on a stalled disk.
     stall_until: Mutex<Option<std::time::Instant>>,
     depth: AtomicU64,
-    /// The database counts as down. Only the drainer's probe (or a write that succeeds) sets it
-    /// back.
-    down: AtomicBool,
+    /// Whether the database counts as down, shared with the recorder and the answer webhook;
+    /// the drainer's probe (or a drain that succeeds) sets it back.
+    health: Arc<DatabaseHealth>,
     /// One drain at a time.
     draining: tokio::sync::Mutex<()>,
     /// Wakes the drainer when records were appended.
@@ -252,9 +254,9 @@ impl Spool {
             }),
             depth: AtomicU64::new(depth),
             write_failed: AtomicBool::new(false),
-            dead_letters: Mutex::new(()),
+            dead_letters: DeadLetters::new(dir),
             stall_until: Mutex::new(None),
-            down: AtomicBool::new(false),
+            health: Arc::new(DatabaseHealth::new()),
             draining: tokio::sync::Mutex::new(()),
             appended: Notify::new(),
         })
@@ -308,26 +310,22 @@ impl Spool {
         self.depth.load(Ordering::Relaxed)
     }
 
-    /// Whether the database counts as down: an operation on it failed, and the drainer's probe
-    /// has not reached it since. Callers then use their fallback at once (the spool, the routes
-    /// in memory) instead of waiting for the database on a caller's time.
-    pub fn database_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
+    /// Shares `health` (the database's) with the recorder and the webhooks, instead of a handle
+    /// of its own.
+    pub fn with_health(mut self, health: Arc<DatabaseHealth>) -> Self {
+        self.health = health;
+        self
     }
 
-    /// Counts the database as down until the drainer's probe reaches it (see [`drain_forever`]).
-    pub fn mark_database_down(&self) {
-        self.down.store(true, Ordering::Relaxed);
-    }
-
-    pub fn mark_database_up(&self) {
-        self.down.store(false, Ordering::Relaxed);
+    /// Whether the database counts as down, as this spool and its drainer see it.
+    pub fn health(&self) -> &Arc<DatabaseHealth> {
+        &self.health
     }
 
     /// Asks the drainer to move what was appended into the database now, unless the database
     /// counts as down (the drainer's own timer probes it then).
     pub(crate) fn wake_drainer(&self) {
-        if !self.database_down() {
+        if !self.health.is_down() {
             self.appended.notify_one();
         }
     }
@@ -540,22 +538,9 @@ impl Spool {
         }
     }
 
-    /// Keeps a record the database refused, fsynced, in `dead-letter.jsonl` for an operator
-    /// (`voice-proxy dead-letter replay` puts it back once the cause is fixed).
-    pub(crate) fn dead_letter(&self, record: &Record) -> std::io::Result<()> {
-        let _one_writer = lock(&self.dead_letters);
-        crate::dead_letter::append(&self.dir, std::slice::from_ref(record))
-    }
-
-    /// Replaces the real numbers in dead-lettered records older than `older_than` by their
-    /// keyed hash, as the retention purge does in the database; returns how many it changed.
-    pub fn purge_dead_letters(
-        &self,
-        older_than: chrono::Duration,
-        key: &str,
-    ) -> std::io::Result<usize> {
-        let _one_writer = lock(&self.dead_letters);
-        crate::dead_letter::purge(&self.dir, older_than, key)
+    /// The spool's dead-letter file.
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead_letters
     }
 
     /// Moves every spooled record into the database: the sealed segments, oldest first
@@ -572,7 +557,7 @@ impl Spool {
                     current,
                 } => {
                     if !records.is_empty() {
-                        write_isolating(pool, self, &records).await?;
+                        write_isolating(pool, &self.dead_letters, &records).await?;
                     }
                     drained += self.account(&path, records.len(), false)?;
                     if current && records.len() < DRAIN_BATCH {
@@ -592,7 +577,7 @@ impl Spool {
                     };
                     let left = read.records.get(skip..).unwrap_or_default();
                     for chunk in left.chunks(DRAIN_BATCH) {
-                        write_isolating(pool, self, chunk).await?;
+                        write_isolating(pool, &self.dead_letters, chunk).await?;
                         drained += self.account(&path, chunk.len(), false)?;
                     }
                     if !read.unreadable.is_empty() {
@@ -601,8 +586,7 @@ impl Spool {
                         tracing::error!(lines = read.unreadable.len(), segment = %path.display(), "spool lines that are not records; kept in the dead-letter file");
                         metrics::counter!("records_dead_lettered_total")
                             .increment(read.unreadable.len() as u64);
-                        let _one_writer = lock(&self.dead_letters);
-                        crate::dead_letter::append_unreadable(&self.dir, &read.unreadable)?;
+                        self.dead_letters.set_aside_unreadable(&read.unreadable)?;
                     }
                     // Every record of the file is in the database: delete it.
                     self.account(&path, 0, true)?;
@@ -610,7 +594,7 @@ impl Spool {
             }
         }
         if drained > 0 {
-            self.mark_database_up();
+            self.health.mark_up();
         }
         Ok(drained)
     }
@@ -797,7 +781,7 @@ pub async fn drain_forever(spool: Arc<Spool>, pool: PgPool, every: Duration) {
                 }
             });
         }
-        if spool.database_down() {
+        if spool.health().is_down() {
             let probe = async {
                 // A connection from before a restart of Postgres fails at once and is dropped
                 // from the pool; the next attempt takes another or opens a new one. A server
@@ -815,7 +799,7 @@ pub async fn drain_forever(spool: Arc<Spool>, pool: PgPool, every: Duration) {
             };
             match tokio::time::timeout(every.max(Duration::from_millis(100)), probe).await {
                 Ok(true) => {
-                    spool.mark_database_up();
+                    spool.health().mark_up();
                     tracing::info!("the database answers again");
                 }
                 _ => continue,
@@ -834,7 +818,7 @@ pub async fn drain_forever(spool: Arc<Spool>, pool: PgPool, every: Duration) {
             ),
             Err(DrainError::Database(e)) => {
                 if crate::is_transient(&e) {
-                    spool.mark_database_down();
+                    spool.health().mark_down();
                 }
                 tracing::debug!(error = %e, "spool drain failed; will retry");
             }
@@ -849,9 +833,9 @@ pub async fn drain_forever(spool: Arc<Spool>, pool: PgPool, every: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recorder::CallRecord;
     use uuid::Uuid;
     use voice_proxy_domain::CallOutcome;
+    use voice_proxy_domain::CallRecord;
 
     fn call(n: u8) -> Record {
         Record::Call(CallRecord {

@@ -27,13 +27,55 @@ use sha2::Sha256;
 use sqlx::PgPool;
 use voice_proxy_domain::phone::redact_numbers;
 
-use crate::recorder::{Record, write_batch};
+use crate::records::{Record, write_batch};
 use serde::{Deserialize, Serialize};
 use voice_proxy_domain::phone::redact_text;
 
 pub const FILE: &str = "dead-letter.jsonl";
 const REPLAYING: &str = "dead-letter.replaying.jsonl";
 const LOCK: &str = "dead-letter.lock";
+
+/// A spool's dead-letter file, as the service writes it: one writer at a time within the
+/// process (besides the file lock, which keeps other processes out).
+#[derive(Debug)]
+pub struct DeadLetters {
+    dir: PathBuf,
+    one_writer: std::sync::Mutex<()>,
+}
+
+impl DeadLetters {
+    /// The dead-letter file of the spool in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            one_writer: std::sync::Mutex::new(()),
+        }
+    }
+
+    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.one_writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a record the database refused, fsynced, for an operator (`voice-proxy dead-letter
+    /// replay` puts it back once the cause is fixed).
+    pub fn set_aside(&self, record: &Record) -> std::io::Result<()> {
+        let _one = self.writing();
+        append(&self.dir, std::slice::from_ref(record))
+    }
+
+    /// Keeps lines of the spool that are not records, as their text.
+    pub fn set_aside_unreadable(&self, lines: &[String]) -> std::io::Result<()> {
+        let _one = self.writing();
+        append_unreadable(&self.dir, lines)
+    }
+
+    /// Replaces the real numbers of what came in more than `older_than` ago by their keyed hash
+    /// (see [`purge`]).
+    pub fn purge(&self, older_than: chrono::Duration, key: &str) -> std::io::Result<usize> {
+        let _one = self.writing();
+        purge(&self.dir, older_than, key)
+    }
+}
 
 /// Holds the dead-letter lock until dropped.
 struct Locked(File);
@@ -314,9 +356,9 @@ fn give_back(dir: &Path, kept: &[Line]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recorder::{CallRecord, EventRecord};
     use serde_json::json;
     use std::os::unix::fs::PermissionsExt;
+    use voice_proxy_domain::{CallRecord, EventRecord};
 
     fn temp_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("vp-dead-{}", uuid::Uuid::new_v4()));
