@@ -8,8 +8,9 @@ use sqlx::postgres::PgConnectOptions;
 use voice_proxy_persistence::api_keys::{self, ApiKey, ApiKeyId, NewApiKey, Scope};
 use voice_proxy_persistence::durable::dead_letter;
 use voice_proxy_persistence::{PoolSettings, connect_lazy, migrate, retention};
-use voice_proxy_server::config::RetentionSettings;
-use voice_proxy_server::config::{DEFAULT_DATABASE_URL, Settings, spool_dir_from_env};
+use voice_proxy_server::config::{
+    DatabaseSettings, RetentionSettings, Settings, spool_dir_from_env,
+};
 use voice_proxy_server::startup::Application;
 use voice_proxy_server::telemetry;
 
@@ -81,89 +82,70 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli = Cli::parse();
-    if let Command::ApiKeys(command) = cli.command {
-        if let Err(e) = api_keys_command(command).await {
-            eprintln!("voice-proxy: {e:#}");
-            std::process::exit(1);
-        }
-        return Ok(());
-    }
-    if let Command::Migrate = cli.command {
-        // Migrating needs only the database, not the service's other settings.
-        let result = async {
-            let applied = migrate::run_with(&database_options()?).await?;
-            println!(
-                "applied {} migration(s): {}",
-                applied.len(),
-                applied.join(", ")
-            );
-            anyhow::Ok(())
-        };
-        if let Err(e) = result.await {
-            eprintln!("voice-proxy: {e:#}");
-            std::process::exit(1);
-        }
-        return Ok(());
-    }
-    if let Command::DeadLetter(DeadLetterCommand::Replay) = cli.command {
-        if let Err(e) = replay_command().await {
-            eprintln!("voice-proxy: {e:#}");
-            std::process::exit(1);
-        }
-        return Ok(());
-    }
-    if let Command::Purge = cli.command {
-        if let Err(e) = purge_command().await {
-            eprintln!("voice-proxy: {e:#}");
-            std::process::exit(1);
-        }
-        return Ok(());
-    }
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("voice-proxy: configuration error: {e:#}");
-            std::process::exit(2);
-        }
+    let result = match cli.command {
+        Command::Serve => serve().await,
+        Command::Migrate => migrate_command().await,
+        Command::ApiKeys(command) => api_keys_command(command).await,
+        Command::Purge => purge_command().await,
+        Command::DeadLetter(DeadLetterCommand::Replay) => replay_command().await,
     };
-    telemetry::init(settings.log_format, std::io::stdout);
-    match cli.command {
-        Command::Serve => {
-            let applied = migrate::run_with(&settings.database).await?;
-            if !applied.is_empty() {
-                tracing::info!(applied = ?applied, "migrations applied");
+    if let Err(e) = result {
+        match e.downcast_ref::<ConfigurationError>() {
+            Some(ConfigurationError(e)) => {
+                eprintln!("voice-proxy: configuration error: {e:#}");
+                std::process::exit(2);
             }
-            let app = Application::build(settings.clone())?;
-            tracing::info!(addr = %settings.listen_addr, port = app.port(), "voice-proxy listening");
-            app.run_until_stopped().await?;
-            tracing::info!("voice-proxy stopped");
-        }
-        Command::ApiKeys(_) | Command::Purge | Command::Migrate | Command::DeadLetter(_) => {
-            unreachable!("handled above")
+            None => {
+                eprintln!("voice-proxy: {e:#}");
+                std::process::exit(1);
+            }
         }
     }
+}
+
+/// Settings that stop the service before it starts (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct ConfigurationError(anyhow::Error);
+
+/// Applies pending migrations, then serves until SIGINT or SIGTERM.
+async fn serve() -> anyhow::Result<()> {
+    let settings = Settings::from_env().map_err(ConfigurationError)?;
+    telemetry::init(settings.server.log_format, std::io::stdout);
+    let applied = migrate::run_with(&settings.database.options).await?;
+    if !applied.is_empty() {
+        tracing::info!(applied = ?applied, "migrations applied");
+    }
+    let listen_addr = settings.server.listen_addr;
+    let app = Application::build(settings)?;
+    tracing::info!(addr = %listen_addr, port = app.port(), "voice-proxy listening");
+    app.run_until_stopped().await?;
+    tracing::info!("voice-proxy stopped");
     Ok(())
 }
 
 /// The database of `DATABASE_URL` (the same default as `serve`), without the rest of the
-/// settings: managing keys must not need `ADMIN_TOKEN`.
+/// settings: migrating and managing keys must not need `ADMIN_TOKEN`.
 fn database_options() -> anyhow::Result<PgConnectOptions> {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        anyhow::bail!("DATABASE_URL must be a postgres:// or postgresql:// URL");
-    }
-    Ok(PgConnectOptions::from_str(&url)
-        .context("DATABASE_URL is not a valid postgres:// URL")?
-        .application_name("voice-proxy cli"))
+    Ok(DatabaseSettings::from_process_env("voice-proxy cli")
+        .map_err(ConfigurationError)?
+        .options)
+}
+
+async fn migrate_command() -> anyhow::Result<()> {
+    let applied = migrate::run_with(&database_options()?).await?;
+    println!(
+        "applied {} migration(s): {}",
+        applied.len(),
+        applied.join(", ")
+    );
+    Ok(())
 }
 
 async fn purge_command() -> anyhow::Result<()> {
-    let retention = RetentionSettings::from_env()?;
+    let retention = RetentionSettings::from_process_env().map_err(ConfigurationError)?;
     let Some(after) = retention.after else {
         eprintln!("voice-proxy: RETENTION_DAYS is 0: numbers are kept; nothing to purge");
         return Ok(());

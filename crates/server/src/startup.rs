@@ -41,32 +41,33 @@ impl Application {
     /// Tokio runtime.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let workers = settings
+            .server
             .http_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         // One share of the connection budget for each worker and one for the background tasks.
         let share = PoolSettings {
-            max_connections: (settings.pool.max_connections / (workers as u32 + 1)).max(2),
-            ..settings.pool.clone()
+            max_connections: (settings.database.pool.max_connections / (workers as u32 + 1)).max(2),
+            ..settings.database.pool.clone()
         };
-        let pool = connect_lazy(settings.database.clone(), &share);
-        let listener = TcpListener::bind(settings.listen_addr)?;
+        let pool = connect_lazy(settings.database.options.clone(), &share);
+        let listener = TcpListener::bind(settings.server.listen_addr)?;
         let port = listener.local_addr()?.port();
         voice_proxy_http::metrics::handle();
 
         let recorder = Recorder::start(
             pool.clone(),
-            &settings.spool_dir,
-            settings.spool_segment_bytes,
-            settings.spool_memory_bytes,
+            &settings.spool.dir,
+            settings.spool.segment_bytes,
+            settings.spool.memory_bytes,
             Arc::new(DatabaseHealth::new()),
         )
         .with_context(|| {
             format!(
                 "SPOOL_DIR {} cannot be used: the service needs a folder it can write",
-                settings.spool_dir.display()
+                settings.spool.dir.display()
             )
         })?;
-        let mirror = Arc::new(RouteMirror::new(settings.route_mirror_lease));
+        let mirror = Arc::new(RouteMirror::new(settings.route_mirror.lease));
         let ledger = Arc::new(LoadLedger::new());
         let shared = Shared::new(
             settings.http.clone(),
@@ -83,7 +84,7 @@ impl Application {
             );
         }
         let body_timeout = settings.http.request_body_timeout;
-        let database = settings.database.clone();
+        let database = settings.database.options.clone();
         let mut server = HttpServer::new(move || {
             // Each worker gets its own pool, so its connections are driven by the runtime of the
             // worker that awaits them.
@@ -156,12 +157,12 @@ impl Application {
                 move || listen_for_changes(pool.clone(), changed.clone())
             })),
             tokio::spawn(supervised("sweeper", RESTART_DELAY, {
-                let (pool, every) = (self.pool.clone(), self.settings.sweep_interval);
+                let (pool, every) = (self.pool.clone(), self.settings.server.sweep_interval);
                 move || sweep_forever(pool.clone(), every)
             })),
             tokio::spawn(supervised("route_mirror", RESTART_DELAY, {
                 let (mirror, pool) = (self.mirror.clone(), self.pool.clone());
-                let every = self.settings.route_poll_interval;
+                let every = self.settings.route_mirror.poll_interval;
                 move || mirror_forever(mirror.clone(), pool.clone(), every, routes_changed.clone())
             })),
             tokio::spawn(supervised("retention_purge", RESTART_DELAY, {
@@ -171,7 +172,7 @@ impl Application {
             })),
             tokio::spawn(supervised("spool_drain", RESTART_DELAY, {
                 let (spool, pool) = (spool.clone(), self.pool.clone());
-                let every = self.settings.spool_drain_interval;
+                let every = self.settings.spool.drain_interval;
                 move || spool::drain_forever(spool.clone(), pool.clone(), every)
             })),
         ];

@@ -149,7 +149,7 @@ pub async fn spawn_app_on(database_url: &str, vars: &[(&str, &str)]) -> TestApp 
         env.insert((*k).to_owned(), (*v).to_owned());
     }
     let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
-    migrate::run_with(&settings.database)
+    migrate::run_with(&settings.database.options)
         .await
         .expect("migrations apply");
     let app = Application::build(settings).expect("application builds");
