@@ -7,7 +7,7 @@
 -- ('hmac:' and the hex HMAC-SHA256 of the digits alone), so one number has one hash everywhere.
 -- Our pool numbers stay. Scalar values under keys that hold digits but never a person's number
 -- (size, duration, price, rate, sip_code, network, and the identifiers) stay. The service applies
--- the same rule to its dead-letter file (voice_proxy_domain::phone::numbers_in).
+-- the same rule to its dead-letter file (voice_proxy_domain::redact::numbers_in).
 
 CREATE FUNCTION voice_proxy_redact_text(t text, hash_key text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$

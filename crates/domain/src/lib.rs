@@ -8,6 +8,7 @@ pub mod ncco;
 pub mod pairing;
 pub mod phone;
 pub mod pool;
+pub mod redact;
 pub mod routing;
 pub mod text;
 

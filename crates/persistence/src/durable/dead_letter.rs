@@ -25,11 +25,11 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::PgPool;
-use voice_proxy_domain::phone::redact_numbers;
+use voice_proxy_domain::redact::redact_numbers;
 
 use crate::records::{Record, write_batch};
 use serde::{Deserialize, Serialize};
-use voice_proxy_domain::phone::redact_text;
+use voice_proxy_domain::redact::redact_text;
 
 pub const FILE: &str = "dead-letter.jsonl";
 const REPLAYING: &str = "dead-letter.replaying.jsonl";

@@ -218,7 +218,7 @@ async fn the_service_and_the_database_purge_a_payload_alike() {
     .await
     .unwrap();
     let mut in_the_service = payload.clone();
-    voice_proxy_domain::phone::redact_numbers(&mut in_the_service, &mut |digits| {
+    voice_proxy_domain::redact::redact_numbers(&mut in_the_service, &mut |digits| {
         voice_proxy_persistence::durable::dead_letter::keyed_hash(
             digits,
             "test-retention-key-0123456789",
