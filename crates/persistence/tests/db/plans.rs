@@ -10,7 +10,7 @@ use voice_proxy_persistence::numbers;
 use voice_proxy_persistence::pairings;
 use voice_proxy_persistence::records::write_batch;
 
-use crate::helpers::{call_record, event_record, migrated_database};
+use crate::test_database::{call_record, event_record, migrated_database};
 
 /// Fails if the one connection of `pool` planned any of its prepared statements anew on an
 /// execution. (The query itself is not prepared, so it does not count.)

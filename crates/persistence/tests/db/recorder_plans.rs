@@ -7,7 +7,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use voice_proxy_persistence::records::{Record, write_batch};
 
-use crate::helpers::{call_record, create_database, event_record, migrated_database};
+use crate::test_database::{call_record, create_database, event_record, migrated_database};
 
 /// Sequential scans of `call_events` so far, as Postgres counts them. `pool` has one connection,
 /// the one that ran the batches: it is told to publish its counts first.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use voice_proxy_persistence::durable::recorder::Recorder;
 use voice_proxy_persistence::durable::spool::{Spool, drain_forever};
 
-use crate::helpers::{call_record, migrated_database};
+use crate::test_database::{call_record, migrated_database};
 
 fn files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -14,9 +14,7 @@ const GB: [&str; 2] = ["442079460018", "442079460019"];
 
 async fn close(app: &TestApp, pairing: &Value) {
     let id = pairing["id"].as_str().unwrap();
-    let r = app
-        .post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
-        .await;
+    let r = app.close(id).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::json;
 use sqlx::{Connection, Executor, PgConnection};
 
 use crate::helpers::{
-    TestApp, assert_problem, create_database, proxy_of, server_url, spawn_app_on, wait_until,
+    TestApp, assert_problem, create_database, leg_event, proxy_of, server_url, spawn_app_on,
+    wait_until,
 };
 use crate::private_pg::PrivatePostgres;
 
@@ -41,9 +41,8 @@ async fn set_read_only(database: &str, read_only: bool) {
 }
 
 async fn event(app: &TestApp, conversation: &str, status: &str, second: u32) -> StatusCode {
-    app.post_event(&json!({"uuid": format!("{conversation}-in"),
-        "conversation_uuid": conversation, "status": status, "direction": "inbound",
-        "timestamp": format!("2024-05-01T10:00:{second:02}Z")}))
+    let leg = format!("{conversation}-in");
+    app.post_event(&leg_event(conversation, &leg, "inbound", status, second))
         .await
         .status()
 }

@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
-use voice_proxy_domain::{CallRecord, EventRecord};
 use voice_proxy_persistence::durable::spool::Spool;
 use voice_proxy_persistence::migrate;
-use voice_proxy_persistence::records::Record;
 use voice_proxy_server::config::{LogFormat, Settings};
 use voice_proxy_server::startup::Application;
 use voice_proxy_server::telemetry;
@@ -25,75 +23,9 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
-/// The server that holds the test databases.
-pub fn server_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// Creates an empty database and returns its URL.
-pub async fn create_database() -> String {
-    let name = format!("vp_test_{}", Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&server_url())
-        .await
-        .expect("Postgres must answer at TEST_DATABASE_URL (default 127.0.0.1:5432)");
-    conn.execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
-        .await
-        .expect("create test database");
-    let base = server_url();
-    let (prefix, _) = base.rsplit_once('/').expect("URL with a database");
-    format!("{prefix}/{name}")
-}
-
-/// A new database, migrated, and a pool of `connections` to it; with one connection, views of
-/// the session (`pg_prepared_statements`, the statistics it publishes) show what the tests ran.
-pub async fn migrated_database(connections: u32) -> (String, PgPool) {
-    let url = create_database().await;
-    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a database URL");
-    let mut conn = PgConnection::connect_with(&options)
-        .await
-        .expect("connect to the test database");
-    migrate::run(&mut conn).await.expect("migrate");
-    let _ = conn.close().await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(connections)
-        .connect_with(options)
-        .await
-        .expect("a pool");
-    (url, pool)
-}
-
-/// An answered call's record, as the answer webhook makes it, for `conversation`.
-pub fn call_record(conversation: &str) -> Record {
-    Record::Call(CallRecord {
-        id: voice_proxy_domain::CallId::new(),
-        conversation_uuid: Some(conversation.to_owned()),
-        uuid: Some(format!("{conversation}-in")),
-        pairing_id: None,
-        caller: None,
-        proxy_number: None,
-        callee: None,
-        outcome: voice_proxy_domain::CallOutcome::Anonymous,
-        started_at: chrono::Utc::now(),
-        endpoint_type: None,
-    })
-}
-
-/// An event of the inbound leg of `conversation`, `second` seconds into the minute.
-pub fn event_record(conversation: &str, status: &str, second: u32) -> Record {
-    Record::Event(EventRecord {
-        payload: json!({
-            "uuid": format!("{conversation}-in"),
-            "conversation_uuid": conversation,
-            "status": status,
-            "direction": "inbound",
-            "from": "12125550000",
-            "to": "16465550000",
-            "timestamp": format!("2026-01-01T00:00:{second:02}.000Z"),
-        }),
-        received_at: chrono::Utc::now(),
-    })
-}
+#[path = "../../../persistence/tests/db/test_database.rs"]
+mod test_database;
+pub use test_database::{create_database, server_url};
 
 pub struct TestApp {
     pub address: String,
@@ -230,6 +162,12 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    /// Closes a pairing by its id.
+    pub async fn close(&self, pairing_id: &str) -> Response {
+        self.post_json(&format!("/v1/pairings/{pairing_id}/close"), &json!({}))
+            .await
+    }
+
     /// Calls the answer webhook as Vonage does by default (GET with a query string).
     pub async fn answer(&self, from: &str, to: &str, conversation: &str) -> Value {
         let r = self
@@ -313,6 +251,41 @@ pub fn proxy_of(pairing: &Value, i: usize) -> String {
         .as_str()
         .expect("proxy_number")
         .to_owned()
+}
+
+/// An event about one leg of a call, as Vonage posts it: `status` at second `second` past
+/// 10:00 on 1 May 2024.
+pub fn leg_event(
+    conversation: &str,
+    leg: &str,
+    direction: &str,
+    status: &str,
+    second: u32,
+) -> Value {
+    json!({"uuid": leg, "conversation_uuid": conversation, "status": status,
+           "direction": direction, "timestamp": format!("2024-05-01T10:00:{second:02}Z")})
+}
+
+/// Waits until `instances` instances have read the pairings' change feed past this moment, so
+/// that what was committed before is in their routes in memory.
+pub async fn wait_for_mirrors(pool: &PgPool, instances: i64) {
+    let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    wait_until(
+        "the routes in memory to catch up",
+        Duration::from_secs(10),
+        async || {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM route_mirrors WHERE seen_at > $1")
+                .bind(now)
+                .fetch_one(pool)
+                .await
+                .unwrap_or(0)
+                >= instances
+        },
+    )
+    .await;
 }
 
 /// Waits (up to `limit`) until `check` holds; panics naming `what` otherwise.

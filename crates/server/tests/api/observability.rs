@@ -21,8 +21,7 @@ async fn metrics_cover_the_call_path_without_phone_numbers() {
     )
     .await;
     let id = p["id"].as_str().unwrap();
-    app.post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
-        .await;
+    app.close(id).await;
 
     let r = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);

@@ -107,8 +107,7 @@ async fn repeating_a_request_with_the_same_reference_returns_the_same_pairing() 
 
     // Once the pairing is closed the reference is free again.
     let id = first["id"].as_str().unwrap();
-    app.post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
-        .await;
+    app.close(id).await;
     let r = app.post_json("/v1/pairings", &other).await;
     assert_eq!(r.status(), StatusCode::CREATED);
 }
@@ -243,9 +242,7 @@ async fn a_pairing_reads_as_expired_the_moment_its_ttl_passes() {
         .await;
     assert_eq!(again.status(), StatusCode::CREATED);
     // Closing an expired pairing is harmless and it stays expired.
-    let r = app
-        .post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
-        .await;
+    let r = app.close(id).await;
     assert_eq!(r.status(), StatusCode::OK);
     let closed: Value = r.json().await.unwrap();
     assert_eq!(closed["status"], "expired");
@@ -257,9 +254,7 @@ async fn closing_stops_routing_at_once_and_closing_again_is_harmless() {
     app.add_numbers(&POOL).await;
     let p = app.pair("16465550101", "16465550102").await;
     let id = p["id"].as_str().unwrap();
-    let r = app
-        .post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
-        .await;
+    let r = app.close(id).await;
     assert_eq!(r.status(), StatusCode::OK);
     let closed: Value = r.json().await.unwrap();
     assert_eq!(closed["status"], "closed");
@@ -269,9 +264,7 @@ async fn closing_stops_routing_at_once_and_closing_again_is_harmless() {
         .await;
     assert_eq!(ncco[0]["action"], "talk");
 
-    let r = app
-        .post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
-        .await;
+    let r = app.close(id).await;
     assert_eq!(r.status(), StatusCode::OK);
     let again: Value = r.json().await.unwrap();
     assert_eq!(again["status"], "closed");
@@ -291,8 +284,7 @@ async fn pairings_are_listed_by_reference_number_and_status() {
     let b = app.pair("16465550103", "16465550104").await;
     let c = app.pair("16465550101", "16465550105").await;
     let c_id = c["id"].as_str().unwrap();
-    app.post_json(&format!("/v1/pairings/{c_id}/close"), &json!({}))
-        .await;
+    app.close(c_id).await;
 
     let ids = |v: Value| -> Vec<String> {
         v["items"]

@@ -1,4 +1,5 @@
-//! The call path under faults: a database outage, a crash, a shutdown, and two instances.
+//! The call path under faults: a database outage, a crash, a shutdown, a record the database
+//! refuses.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -9,7 +10,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::binary;
-use crate::helpers::{ADMIN_TOKEN, TestApp, create_database, proxy_of, spawn_app, spawn_app_on};
+use crate::helpers::{
+    ADMIN_TOKEN, create_database, leg_event, proxy_of, spawn_app_on, wait_for_mirrors, wait_until,
+};
 use crate::private_pg::PrivatePostgres;
 
 const FAST: [(&str, &str); 4] = [
@@ -25,11 +28,6 @@ fn outage_seconds() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30)
-}
-
-fn event(conversation: &str, leg: &str, status: &str, second: u32) -> Value {
-    json!({"uuid": leg, "conversation_uuid": conversation, "status": status,
-           "direction": "outbound", "timestamp": format!("2024-05-01T10:00:{second:02}Z")})
 }
 
 async fn answer(
@@ -57,50 +55,8 @@ async fn answer(
     (ncco, started.elapsed())
 }
 
-async fn wait_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 async fn count(pool: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap_or(-1)
-}
-
-/// Waits until `instances` instances have read the pairings' change feed past this moment, so
-/// that what was committed before is in their routes in memory.
-async fn wait_for_mirrors(pool: &PgPool, instances: i64) {
-    let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    wait_until(
-        "the routes in memory to catch up",
-        Duration::from_secs(10),
-        async || {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM route_mirrors WHERE seen_at > $1")
-                .bind(now)
-                .fetch_one(pool)
-                .await
-                .unwrap_or(0)
-                >= instances
-        },
-    )
-    .await;
-}
-
-/// The value of `answer_route_source_total{source}` in the instance's metrics.
-async fn route_source_count(app: &TestApp, source: &str) -> f64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    let prefix = format!("answer_route_source_total{{source=\"{source}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 #[tokio::test]
@@ -114,9 +70,7 @@ async fn calls_connect_through_a_database_outage_and_nothing_acknowledged_is_los
     let closed = app.pair("16465550103", "16465550104").await;
     // Closed through the other instance: this one learns it from the change feed.
     let id = closed["id"].as_str().unwrap();
-    let r = other
-        .post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
-        .await;
+    let r = other.close(id).await;
     assert_eq!(r.status(), StatusCode::OK);
     // Both instances have the live pairing in memory and the closed one out of it.
     wait_for_mirrors(&app.pool, 2).await;
@@ -162,7 +116,13 @@ async fn calls_connect_through_a_database_outage_and_nothing_acknowledged_is_los
         }
         conversations.extend(convs.iter().cloned());
         for (i, status) in ["started", "answered"].iter().enumerate() {
-            let e = event(&convs[0], &format!("{}-out", convs[0]), status, i as u32);
+            let e = leg_event(
+                &convs[0],
+                &format!("{}-out", convs[0]),
+                "outbound",
+                status,
+                i as u32,
+            );
             let r = app.post_event(&e).await;
             assert_eq!(
                 r.status(),
@@ -301,7 +261,13 @@ async fn a_killed_instance_replays_its_spool_exactly_once_on_restart() {
         .map(|i| {
             client
                 .post(service.url("/webhooks/event"))
-                .json(&event("CON-up", "leg-up", &format!("s{i}"), i % 60))
+                .json(&leg_event(
+                    "CON-up",
+                    "leg-up",
+                    "outbound",
+                    &format!("s{i}"),
+                    i % 60,
+                ))
                 .send()
         })
         .collect();
@@ -337,9 +303,10 @@ async fn a_killed_instance_replays_its_spool_exactly_once_on_restart() {
         acked_calls += 1;
         let r = client
             .post(service.url("/webhooks/event"))
-            .json(&event(
+            .json(&leg_event(
                 &format!("CON-crash-{i}"),
                 &format!("leg-{i}"),
+                "outbound",
                 "started",
                 1,
             ))
@@ -353,7 +320,13 @@ async fn a_killed_instance_replays_its_spool_exactly_once_on_restart() {
         .map(|i| {
             client
                 .post(service.url("/webhooks/event"))
-                .json(&event("CON-late", "leg", &format!("late{i}"), 2))
+                .json(&leg_event(
+                    "CON-late",
+                    "leg",
+                    "outbound",
+                    &format!("late{i}"),
+                    2,
+                ))
                 .send()
         })
         .collect();
@@ -439,7 +412,13 @@ async fn sigterm_finishes_requests_in_flight_and_exits_cleanly() {
             );
             tokio::spawn(async move {
                 for i in 0..200 {
-                    let body = event("CON-term", &format!("leg-{c}"), &format!("s{i}"), 1);
+                    let body = leg_event(
+                        "CON-term",
+                        &format!("leg-{c}"),
+                        "outbound",
+                        &format!("s{i}"),
+                        1,
+                    );
                     match client.post(&url).json(&body).send().await {
                         Ok(r) if r.status() == StatusCode::NO_CONTENT => {
                             acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -485,132 +464,6 @@ async fn sigterm_finishes_requests_in_flight_and_exits_cleanly() {
 }
 
 #[tokio::test]
-async fn a_pairing_closed_through_one_instance_stops_routing_on_the_other_at_once() {
-    let first = spawn_app().await;
-    let second = spawn_app_on(&first.database_url, &[]).await;
-    first.add_numbers(&["12125550123", "12125550124"]).await;
-    for round in 0..5 {
-        let (maker, closer, asked): (&TestApp, &TestApp, &TestApp) = if round % 2 == 0 {
-            (&first, &second, &first)
-        } else {
-            (&second, &first, &second)
-        };
-        let p = maker
-            .pair(&format!("1646555020{round}"), &format!("1646555030{round}"))
-            .await;
-        let proxy = proxy_of(&p, 0);
-        // Both instances hold the pairing in memory: the asked one connects from memory.
-        wait_for_mirrors(&first.pool, 2).await;
-        let from_memory = route_source_count(asked, "memory").await;
-        let ncco = asked
-            .answer(
-                &format!("1646555020{round}"),
-                &proxy,
-                &format!("CON-two-{round}-a"),
-            )
-            .await;
-        assert_eq!(ncco[0]["action"], "connect");
-        assert_eq!(
-            route_source_count(asked, "memory").await,
-            from_memory + 1.0,
-            "round {round}: the call was connected from memory"
-        );
-        let id = p["id"].as_str().unwrap();
-        assert_eq!(
-            closer
-                .post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
-                .await
-                .status(),
-            StatusCode::OK
-        );
-        let ncco = asked
-            .answer(
-                &format!("1646555020{round}"),
-                &proxy,
-                &format!("CON-two-{round}-b"),
-            )
-            .await;
-        assert_eq!(
-            ncco[0]["action"], "talk",
-            "round {round}: routed after the close returned"
-        );
-    }
-}
-
-#[tokio::test]
-async fn a_close_waits_for_a_live_instance_that_has_not_caught_up_but_at_most_one_lease() {
-    let lease = Duration::from_millis(1500);
-    let app = crate::helpers::spawn_app_with(&[
-        ("ROUTE_POLL_INTERVAL_MS", "100"),
-        ("ROUTE_MIRROR_LEASE_MS", "1500"),
-    ])
-    .await;
-    app.add_numbers(&["12125550123", "12125550124"]).await;
-    let pair = async |a: &str, b: &str| {
-        let p = app.pair(a, b).await;
-        wait_for_mirrors(&app.pool, 1).await;
-        p["id"].as_str().unwrap().to_owned()
-    };
-    let close = async |id: String| {
-        let started = Instant::now();
-        let r = app
-            .post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
-            .await;
-        assert_eq!(r.status(), StatusCode::OK);
-        started.elapsed()
-    };
-    // Only this instance, which learns of its own close at once.
-    let alone = close(pair("16465550201", "16465550301").await).await;
-    assert!(
-        alone < lease,
-        "a close with every instance caught up took {alone:?}"
-    );
-    // Another instance that is alive (a heartbeat just now) but has not read past the close: the
-    // close waits for it, but not beyond the lease, after which it no longer routes from memory.
-    let id = pair("16465550202", "16465550302").await;
-    // The lease runs from the heartbeat, which is stamped after this moment.
-    let before_heartbeat = Instant::now();
-    sqlx::query(
-        "INSERT INTO route_mirrors (instance_id, seen_at, heartbeat_at)
-         VALUES (gen_random_uuid(), '-infinity', clock_timestamp())",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    let waited = close(id).await;
-    let since_heartbeat = before_heartbeat.elapsed();
-    assert!(
-        since_heartbeat >= lease - Duration::from_millis(100) && waited < lease * 3,
-        "a close with a lagging live instance took {waited:?}, {since_heartbeat:?} after the heartbeat"
-    );
-    // Its heartbeat is now older than the lease: it is no longer waited for.
-    let after = close(pair("16465550203", "16465550303").await).await;
-    assert!(
-        after < lease,
-        "a close after the lagging instance went quiet took {after:?}"
-    );
-}
-
-#[tokio::test]
-async fn a_stranger_and_an_unknown_route_are_asked_of_the_database() {
-    let app = crate::helpers::spawn_app_with(&[("ROUTE_POLL_INTERVAL_MS", "100")]).await;
-    app.add_numbers(&["12125550123", "12125550124"]).await;
-    let p = app.pair("16465550201", "16465550301").await;
-    // At once, before any poll: memory does not hold it yet, the database does.
-    let from_db = route_source_count(&app, "database").await;
-    let ncco = app
-        .answer("16465550201", &proxy_of(&p, 0), "CON-new-a")
-        .await;
-    assert_eq!(ncco[0]["action"], "connect");
-    wait_for_mirrors(&app.pool, 1).await;
-    let ncco = app
-        .answer("16465550299", &proxy_of(&p, 0), "CON-new-b")
-        .await;
-    assert_eq!(ncco[0]["action"], "talk");
-    assert!(route_source_count(&app, "database").await >= from_db + 1.0);
-}
-
-#[tokio::test]
 async fn a_record_the_database_refuses_is_set_aside_and_never_blocks_the_others() {
     let url = create_database().await;
     let spool = std::env::temp_dir().join(format!("vp-poison-{}", uuid::Uuid::new_v4().simple()));
@@ -620,7 +473,7 @@ async fn a_record_the_database_refuses_is_set_aside_and_never_blocks_the_others(
         "uuid": null, "pairing_id": null, "caller": null, "proxy_number": null, "callee": null,
         "outcome": "not-an-outcome", "started_at": "2024-05-01T10:00:00Z"}});
     let good = |status: &str| {
-        json!({"event": {"payload": event("CON-good", "leg", status, 1),
+        json!({"event": {"payload": leg_event("CON-good", "leg", "outbound", status, 1),
         "received_at": "2024-05-01T10:00:01Z"}})
     };
     let segment = format!("{}\n{}\n{}\n", good("started"), bad_call, good("answered"));

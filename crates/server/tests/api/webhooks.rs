@@ -133,8 +133,7 @@ async fn a_caller_whose_pairing_ended_hears_the_ended_message() {
     app.add_numbers(&["12125550123", "12125550124"]).await;
     let p = app.pair("16465550101", "16465550102").await;
     let id = p["id"].as_str().unwrap();
-    app.post_json(&format!("/v1/pairings/{id}/close"), &json!({}))
-        .await;
+    app.close(id).await;
     let ncco = app
         .answer("16465550101", &proxy_of(&p, 0), "CON-ended")
         .await;
