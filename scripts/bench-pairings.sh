@@ -152,7 +152,7 @@ start_server() {
     BASE_URL="http://127.0.0.1:$PORT"
     # shellcheck disable=SC2086 # SERVER_ENV is a list of words on purpose
     env -u VONAGE_SIGNATURE_SECRET -u PUBLIC_BASE_URL \
-        DATABASE_URL="$(db_url "$db")" LISTEN_ADDR="127.0.0.1:$PORT" \
+        DATABASE_URL="$(db_url "$db")" LISTEN_ADDR="127.0.0.1:$PORT" SPOOL_DIR="$OUT/spool-$db" \
         "${SERVICE_ENV[@]}" ${SERVER_ENV:-} \
         "$VOICE_PROXY" serve >>"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!

@@ -240,6 +240,33 @@ async fn the_service_refuses_to_start_on_a_spool_it_cannot_write() {
     assert!(stderr.contains("SPOOL_DIR"), "{stderr}");
 }
 
+/// A second instance pointed at a running instance's spool folder does not start: it would
+/// drain and delete the segments the first is appending to.
+#[tokio::test]
+async fn a_second_instance_on_the_same_spool_folder_refuses_to_start() {
+    let dir = temp_spool();
+    let url = create_database().await;
+    let _running = spawn_app_on(&url, &[("SPOOL_DIR", dir.to_str().unwrap())]).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voice-proxy"))
+        .arg("serve")
+        .env("DATABASE_URL", &url)
+        .env("ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env("ALLOW_UNSIGNED_WEBHOOKS", "true")
+        .env("RETENTION_DAYS", "0")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("SPOOL_DIR", &dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SPOOL_DIR"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another voice-proxy process"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn a_record_postgres_refuses_is_dead_lettered_not_a_duplicate_and_replays_once_fixed() {
     let dir = temp_spool();

@@ -77,6 +77,26 @@ pub(super) fn make_private(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Takes the spool folder for this process: an exclusive advisory lock on the folder itself,
+/// held until the returned handle is closed (by the kernel, too, when the process dies). Two
+/// processes on one folder would each take the other's segments for the leftovers of a crash,
+/// drain them and delete them while the other still appends to them: records one of them
+/// acknowledged would be lost.
+pub(super) fn take_folder(dir: &Path) -> std::io::Result<File> {
+    let folder = File::open(dir)?;
+    match folder.try_lock() {
+        Ok(()) => Ok(folder),
+        Err(fs::TryLockError::WouldBlock) => Err(std::io::Error::new(
+            std::io::ErrorKind::ResourceBusy,
+            format!(
+                "{} is in use by another voice-proxy process; each instance needs a spool folder of its own",
+                dir.display()
+            ),
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Writes, fsyncs and deletes a file in the spool folder, so that a folder the service cannot
 /// write stops it at start instead of losing records later.
 pub(super) fn probe_write(dir: &Path) -> std::io::Result<()> {

@@ -34,7 +34,7 @@ mod files;
 mod tests;
 
 pub use drainer::drain_forever;
-use files::{SegmentFile, list_segments, make_private, probe_write, read_segment};
+use files::{SegmentFile, list_segments, make_private, probe_write, read_segment, take_folder};
 
 /// Most spooled records the drainer writes in one transaction.
 const DRAIN_BATCH: usize = 2048;
@@ -93,6 +93,8 @@ pub struct Spool {
     draining: tokio::sync::Mutex<()>,
     /// Wakes the drainer when records were appended.
     appended: Notify,
+    /// The folder, locked for this process while the spool is open.
+    _folder: File,
 }
 
 struct SpoolState {
@@ -171,6 +173,7 @@ impl Spool {
     /// drained first). New segments are `segment_bytes` long.
     pub fn open(dir: &Path, segment_bytes: u64) -> std::io::Result<Self> {
         make_private(dir)?;
+        let folder = take_folder(dir)?;
         probe_write(dir)?;
         let segments = list_segments(dir)?;
         let next_segment = segments.last().map(|(n, _)| n + 1).unwrap_or(1);
@@ -212,6 +215,7 @@ impl Spool {
             health: Arc::new(DatabaseHealth::new()),
             draining: tokio::sync::Mutex::new(()),
             appended: Notify::new(),
+            _folder: folder,
         })
     }
 

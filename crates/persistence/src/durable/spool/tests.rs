@@ -129,6 +129,25 @@ fn records_written_by_earlier_versions_are_read() {
 }
 
 #[test]
+fn a_folder_in_use_by_another_spool_is_refused_until_that_one_is_closed() {
+    let dir = temp_dir();
+    let first = Spool::open(&dir, 4096).unwrap();
+    first.append(vec![call(1)]).unwrap();
+    let second = Spool::open(&dir, 4096).err().expect("the folder is taken");
+    assert_eq!(second.kind(), std::io::ErrorKind::ResourceBusy);
+    assert!(
+        second
+            .to_string()
+            .contains("in use by another voice-proxy process"),
+        "{second}"
+    );
+    // The first spool's record is untouched, and the folder is free once it is closed.
+    assert_eq!(first.depth(), 1);
+    drop(first);
+    assert_eq!(Spool::open(&dir, 4096).unwrap().depth(), 1);
+}
+
+#[test]
 fn a_whole_line_that_is_not_a_record_is_told_apart_from_a_torn_one() {
     let dir = temp_dir();
     fs::create_dir_all(&dir).unwrap();
