@@ -1,5 +1,5 @@
 //! Reading call records and the events Vonage reported about them. They are written by
-//! [`crate::recorder`].
+//! [`crate::records`], when [`crate::durable::recorder`] says.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

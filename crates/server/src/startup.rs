@@ -1,5 +1,5 @@
 //! Building and running the application: the pools, the HTTP server, and the background tasks
-//! (route mirror, spool drain, sweeper).
+//! (change listener, route mirror, spool drain, sweeper, retention purge, load-counter flush).
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The invariants of design.md, checked at the database itself: each write below goes around the
+//! The invariants of ARCHITECTURE.md, checked at the database itself: each write below goes around the
 //! application, and Postgres must refuse it.
 
 use reqwest::StatusCode;
