@@ -86,7 +86,7 @@ pub struct Shared {
     pub recorder: Recorder,
     pub mirror: std::sync::Arc<RouteMirror>,
     pub ledger: std::sync::Arc<LoadLedger>,
-    /// Whether the database counts as down (the recorder's, shared).
+    /// Whether the database counts as down (the handle the recorder and the drainer share).
     pub health: std::sync::Arc<DatabaseHealth>,
 }
 
@@ -96,9 +96,9 @@ impl Shared {
         recorder: Recorder,
         mirror: std::sync::Arc<RouteMirror>,
         ledger: std::sync::Arc<LoadLedger>,
+        health: std::sync::Arc<DatabaseHealth>,
     ) -> Self {
         let verifier = signature::Verifier::new(settings.signature.clone());
-        let health = recorder.spool().health().clone();
         Self {
             settings: std::sync::Arc::new(settings),
             verifier: std::sync::Arc::new(verifier),

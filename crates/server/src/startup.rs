@@ -54,12 +54,15 @@ impl Application {
         let port = listener.local_addr()?.port();
         voice_proxy_http::metrics::handle();
 
+        // Whether the database counts as down: set by the recorder and the answer path when it
+        // fails them, cleared by the spool drainer's probe.
+        let health = Arc::new(DatabaseHealth::new());
         let recorder = Recorder::start(
             pool.clone(),
             &settings.spool.dir,
             settings.spool.segment_bytes,
             settings.spool.memory_bytes,
-            Arc::new(DatabaseHealth::new()),
+            health.clone(),
         )
         .with_context(|| {
             format!(
@@ -74,6 +77,7 @@ impl Application {
             recorder.clone(),
             mirror.clone(),
             ledger.clone(),
+            health,
         );
         if !shared.verifier.enabled() {
             tracing::warn!(
