@@ -95,6 +95,14 @@ define_id!(
     /// An admin API key.
     ApiKeyId
 );
+define_id!(
+    /// A marketplace's callback endpoint.
+    EndpointId
+);
+define_id!(
+    /// A callback message: the same on every attempt to send it (`webhook-id`).
+    MessageId
+);
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,10 @@
-//! voice-proxy's domain: phone numbers, pairings, the allocation policy, NCCOs and call records.
+//! voice-proxy's domain: phone numbers, pairings, the allocation policy, NCCOs, call records and
+//! the callbacks that tell the marketplace about them.
 //! Pure types and rules; no I/O.
 
 pub mod allocation;
 pub mod call;
+pub mod callbacks;
 pub mod id;
 pub mod ncco;
 pub mod pairing;
@@ -13,7 +15,7 @@ pub mod routing;
 pub mod text;
 
 pub use call::{CallEvent, CallOutcome, CallProgress, CallRecord, CallStatus, EventRecord, Money};
-pub use id::{ApiKeyId, CallId, PairingId};
+pub use id::{ApiKeyId, CallId, EndpointId, MessageId, PairingId};
 pub use ncco::Ncco;
 pub use pairing::{NewPairing, PairingStatus, ParticipantRequest};
 pub use phone::{CallerId, CountryCode, PhoneNumber, PhoneNumberError};

@@ -46,6 +46,14 @@ pub enum CallOutcomeName {
     UnsupportedCaller,
     /// The answer request lacked what Vonage always sends.
     InvalidRequest,
+    /// The marketplace's intercept said not to connect it.
+    Intercepted,
+    /// No active pairing; the marketplace's out-of-session answer was a message.
+    OutOfSessionMessage,
+    /// No active pairing; the marketplace had one made and the call was connected through it.
+    OutOfSessionConnected,
+    /// No active pairing; the pairing the marketplace asked for could not be made.
+    OutOfSessionRefused,
 }
 
 impl From<CallOutcome> for CallOutcomeName {
@@ -57,6 +65,10 @@ impl From<CallOutcome> for CallOutcomeName {
             CallOutcome::Anonymous => Self::Anonymous,
             CallOutcome::UnsupportedCaller => Self::UnsupportedCaller,
             CallOutcome::InvalidRequest => Self::InvalidRequest,
+            CallOutcome::Intercepted => Self::Intercepted,
+            CallOutcome::OutOfSessionMessage => Self::OutOfSessionMessage,
+            CallOutcome::OutOfSessionConnected => Self::OutOfSessionConnected,
+            CallOutcome::OutOfSessionRefused => Self::OutOfSessionRefused,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! voice-proxy's HTTP layer: the Vonage webhooks, the REST admin API and health checks, on
-//! actix-web. Every error is an `application/problem+json` body.
+//! voice-proxy's HTTP layer: the Vonage webhooks, the REST admin API (with the marketplace's
+//! callback endpoints) and health checks, on actix-web. Every error is an
+//! `application/problem+json` body.
 
 pub mod api_keys;
 pub mod auth;
@@ -14,11 +15,13 @@ pub mod pagination;
 pub mod pairings;
 pub mod signature;
 pub mod telemetry;
+pub mod webhook_endpoints;
 pub mod webhooks;
 
 use actix_web::web;
 use voice_proxy_domain::allocation::AllocationPolicy;
 use voice_proxy_persistence::PgPool;
+use voice_proxy_persistence::callbacks::Outbox;
 use voice_proxy_persistence::durable::health::DatabaseHealth;
 use voice_proxy_persistence::durable::load_ledger::LoadLedger;
 use voice_proxy_persistence::durable::recorder::Recorder;
@@ -60,6 +63,8 @@ pub struct HttpSettings {
     /// The answer webhook returns its NCCO within this, even if the call record is not yet on
     /// disk (it is written as soon as the spool takes it).
     pub answer_deadline: std::time::Duration,
+    /// Whether callback endpoints may be plain `http://` URLs.
+    pub callback_allow_http: bool,
 }
 
 /// What every handler shares.
@@ -76,6 +81,8 @@ pub struct AppState {
     pub ledger: std::sync::Arc<LoadLedger>,
     /// Resolving a call's route; closing and re-timing pairings on every instance.
     pub routing: Routing,
+    /// Which callbacks endpoints want; the dispatcher's wake-up.
+    pub outbox: std::sync::Arc<Outbox>,
 }
 
 /// The parts of [`AppState`] shared by every worker.
@@ -88,6 +95,7 @@ pub struct Shared {
     pub ledger: std::sync::Arc<LoadLedger>,
     /// Whether the database counts as down (the handle the recorder and the drainer share).
     pub health: std::sync::Arc<DatabaseHealth>,
+    pub outbox: std::sync::Arc<Outbox>,
 }
 
 impl Shared {
@@ -97,6 +105,7 @@ impl Shared {
         mirror: std::sync::Arc<RouteMirror>,
         ledger: std::sync::Arc<LoadLedger>,
         health: std::sync::Arc<DatabaseHealth>,
+        outbox: std::sync::Arc<Outbox>,
     ) -> Self {
         let verifier = signature::Verifier::new(settings.signature.clone());
         Self {
@@ -106,6 +115,7 @@ impl Shared {
             mirror,
             ledger,
             health,
+            outbox,
         }
     }
 
@@ -115,6 +125,7 @@ impl Shared {
             pool.clone(),
             self.mirror.clone(),
             self.health.clone(),
+            self.outbox.clone(),
             self.settings.answer_db_timeout,
         );
         AppState {
@@ -125,6 +136,7 @@ impl Shared {
             mirror: self.mirror.clone(),
             ledger: self.ledger.clone(),
             routing,
+            outbox: self.outbox.clone(),
         }
     }
 }
@@ -146,6 +158,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/v1")
             .configure(numbers::configure)
             .configure(pairings::configure)
+            .configure(webhook_endpoints::configure)
             .configure(calls::configure)
             .configure(api_keys::configure)
             .configure(openapi::configure),

@@ -9,15 +9,15 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::{api_keys, calls, numbers, pairings};
+use crate::{api_keys, calls, numbers, pairings, webhook_endpoints};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "voice-proxy admin API",
         description = "Manage the pool of proxy numbers and the pairings, read the call audit, \
-            and manage API keys. Every operation needs `Authorization: Bearer <token>`, where the \
-            token is the bootstrap `ADMIN_TOKEN` or an API key (`vpk_...`). A key's scopes are \
+            manage API keys and the endpoints that receive callbacks. Every operation needs \
+            `Authorization: Bearer <token>`, where the token is the bootstrap `ADMIN_TOKEN` or an API key (`vpk_...`). A key's scopes are \
             listed as the roles of each operation's `bearer` requirement: `admin` allows \
             everything, `calls:read` only reading call records. Errors are \
             `application/problem+json` (RFC 9457).",
@@ -41,6 +41,15 @@ use crate::{api_keys, calls, numbers, pairings};
         api_keys::list_keys,
         api_keys::get_key,
         api_keys::revoke_key,
+        webhook_endpoints::create_endpoint,
+        webhook_endpoints::list_endpoints,
+        webhook_endpoints::get_endpoint,
+        webhook_endpoints::update_endpoint,
+        webhook_endpoints::delete_endpoint,
+        webhook_endpoints::rotate_secret,
+        webhook_endpoints::deliveries::list_deliveries,
+        webhook_endpoints::deliveries::get_delivery,
+        webhook_endpoints::deliveries::retry_delivery,
     ),
     components(schemas(Problem, calls::CallStatusName)),
     modifiers(&BearerScheme),
@@ -49,6 +58,7 @@ use crate::{api_keys, calls, numbers, pairings};
         (name = "pairings", description = "Pairs of people who may call each other."),
         (name = "calls", description = "The call audit (scope `calls:read`)."),
         (name = "api-keys", description = "Credentials for the admin API."),
+        (name = "webhook-endpoints", description = "Where the marketplace receives signed callbacks (Standard Webhooks), and what was delivered."),
     )
 )]
 pub struct AdminApi;

@@ -203,6 +203,7 @@ pub async fn create_pairing(
     match pairings::create(
         &state.pool,
         &state.ledger,
+        &state.outbox,
         &request,
         &state.settings.allocation,
     )

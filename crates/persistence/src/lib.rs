@@ -1,7 +1,7 @@
 //! voice-proxy's storage, over Postgres with sqlx. Two ideas, kept apart:
 //!
 //! - **The store**: SQL, one module per aggregate ([`numbers`], [`pairings`], [`calls`] and
-//!   [`records`], [`api_keys`], [`retention`]), plus the schema migrations embedded from
+//!   [`records`], [`api_keys`], [`callbacks`], [`retention`]), plus the schema migrations embedded from
 //!   `migrations/` ([`migrate`]), error classification ([`db_error`]) and pagination. Each
 //!   function takes a pool or a transaction and decides nothing the domain crate could: the
 //!   allocation policy, the call fold, the routing rules are `voice_proxy_domain`'s.
@@ -14,6 +14,7 @@
 //! a pairing so that every instance stops routing it before the request returns.
 
 pub mod api_keys;
+pub mod callbacks;
 pub mod calls;
 pub mod db_error;
 pub mod durable;

@@ -1,15 +1,23 @@
 //! Writing call records and events to Postgres: each batch in one transaction, each record at
 //! most once (a call by its id and conversation, an event by its dedup key), and the calls they
-//! touch folded from all their events. The spool and the recorder (`crate::durable`) decide when;
-//! this module only writes.
+//! touch folded from all their events. What the batch changed is told to the marketplace in the
+//! same transaction: a new call as `call.started`, a call whose callee picked up as
+//! `call.answered`, a call that is over as `call.ended`. The spool and the recorder
+//! (`crate::durable`) decide when; this module only writes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
-use voice_proxy_domain::{CallEvent, CallProgress, CallRecord, CallStatus, EventRecord};
+use voice_proxy_domain::callbacks::{CallContext, CallEnd, EventType, Message};
+use voice_proxy_domain::{
+    CallEvent, CallId, CallOutcome, CallProgress, CallRecord, CallStatus, EventRecord, PairingId,
+};
+
+use crate::callbacks::Outbox;
 
 /// A call record or an event, as the spool holds it (one JSON line each: `{"call": {...}}` or
 /// `{"event": {...}}`).
@@ -20,9 +28,13 @@ pub enum Record {
     Event(EventRecord),
 }
 
-/// Writes records in one transaction and folds the calls they touch. Returns, per record,
-/// whether it was new.
-pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>, sqlx::Error> {
+/// Writes records in one transaction, folds the calls they touch, and writes the messages that
+/// tell what changed (those `outbox` wants). Returns, per record, whether it was new.
+pub async fn write_batch(
+    pool: &PgPool,
+    outbox: &Outbox,
+    records: &[Record],
+) -> Result<Vec<bool>, sqlx::Error> {
     let mut calls: Vec<(usize, &CallRecord)> = Vec::new();
     let mut events: Vec<(usize, CallEvent, &EventRecord)> = Vec::new();
     for (i, r) in records.iter().enumerate() {
@@ -67,6 +79,8 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
     .execute(&mut *tx)
     .await?;
     let mut touched: BTreeSet<String> = BTreeSet::new();
+    // Calls to tell of, in the order their messages are written.
+    let mut started: Vec<Uuid> = Vec::new();
     if !calls.is_empty() {
         let inserted: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO calls (id, conversation_uuid, uuid, pairing_id, caller, proxy_number,
@@ -139,6 +153,7 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
             if inserted.contains(&c.id.as_uuid()) {
                 new[*i] = true;
                 new_conversations.extend(c.conversation_uuid.clone());
+                started.push(c.id.as_uuid());
             }
         }
         // A new call needs folding only if events for it arrived before it (rare): ask once for
@@ -212,28 +227,158 @@ pub async fn write_batch(pool: &PgPool, records: &[Record]) -> Result<Vec<bool>,
             }
         }
     }
-    if !touched.is_empty() {
-        fold(&mut tx, &touched.into_iter().collect::<Vec<_>>()).await?;
-    }
+    let changes = if touched.is_empty() {
+        Vec::new()
+    } else {
+        fold(&mut tx, &touched.into_iter().collect::<Vec<_>>()).await?
+    };
+    let delivered = tell(&mut tx, outbox, &started, &changes).await?;
     tx.commit().await?;
+    if delivered > 0 {
+        outbox.wake();
+    }
     Ok(new)
 }
 
+/// What a fold changed in a call that the marketplace is told of.
+enum Change {
+    Answered(Uuid, DateTime<Utc>),
+    Ended(Uuid, CallEnd),
+}
+
+/// Writes `call.started` for the calls in `started` and `call.answered` / `call.ended` for the
+/// fold's `changes`, each only if the outbox wants its type. Returns the deliveries written.
+async fn tell(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    outbox: &Outbox,
+    started: &[Uuid],
+    changes: &[Change],
+) -> Result<u64, sqlx::Error> {
+    let started: &[Uuid] = if outbox.wants(EventType::CallStarted) {
+        started
+    } else {
+        &[]
+    };
+    let changes: Vec<&Change> = changes
+        .iter()
+        .filter(|c| match c {
+            Change::Answered(..) => outbox.wants(EventType::CallAnswered),
+            Change::Ended(..) => outbox.wants(EventType::CallEnded),
+        })
+        .collect();
+    if started.is_empty() && changes.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = started
+        .iter()
+        .copied()
+        .chain(changes.iter().map(|c| match c {
+            Change::Answered(id, _) | Change::Ended(id, _) => *id,
+        }))
+        .collect();
+    let contexts = call_contexts(tx, &ids).await?;
+    let mut messages = Vec::with_capacity(ids.len());
+    for id in started {
+        if let Some(call) = contexts.get(id) {
+            messages.push(Message::call_started(call));
+        }
+    }
+    for change in changes {
+        match change {
+            Change::Answered(id, at) => {
+                if let Some(call) = contexts.get(id) {
+                    messages.push(Message::call_answered(call, *at));
+                }
+            }
+            Change::Ended(id, end) => {
+                if let Some(call) = contexts.get(id) {
+                    messages.push(Message::call_ended(call, end));
+                }
+            }
+        }
+    }
+    outbox.write(tx, &messages).await
+}
+
+#[derive(sqlx::FromRow)]
+struct ContextRow {
+    id: Uuid,
+    conversation_uuid: Option<String>,
+    outcome: String,
+    pairing_id: Option<Uuid>,
+    proxy_number: Option<String>,
+    started_at: DateTime<Utc>,
+    reference: Option<String>,
+    caller_label: Option<String>,
+    callee_label: Option<String>,
+}
+
+/// What the messages about these calls say of them: the call as recorded, its pairing's
+/// reference and the two people's labels (their numbers stay here).
+async fn call_contexts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, CallContext>, sqlx::Error> {
+    let rows: Vec<ContextRow> = sqlx::query_as(
+        "SELECT c.id, c.conversation_uuid, c.outcome, c.pairing_id, c.proxy_number, c.started_at,
+                p.reference, a.label AS caller_label, b.label AS callee_label
+           FROM calls c
+           LEFT JOIN pairings p ON p.id = c.pairing_id
+           LEFT JOIN participants a ON a.pairing_id = c.pairing_id AND a.number = c.caller
+           LEFT JOIN participants b ON b.pairing_id = c.pairing_id
+                                   AND b.number = a.counterpart_number
+          WHERE c.id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            // The outcome was checked by the database on the way in.
+            let outcome = CallOutcome::parse(&r.outcome)?;
+            Some((
+                r.id,
+                CallContext {
+                    call_id: CallId::from_uuid(r.id),
+                    conversation_uuid: r.conversation_uuid,
+                    outcome,
+                    pairing_id: r.pairing_id.map(PairingId::from_uuid),
+                    reference: r.reference,
+                    caller_label: r.caller_label,
+                    callee_label: r.callee_label,
+                    proxy_number: r.proxy_number,
+                    started_at: r.started_at,
+                },
+            ))
+        })
+        .collect())
+}
+
 /// Recomputes the progress of the calls of these conversations from all their events, under
-/// the calls' row locks (taken in conversation order).
+/// the calls' row locks (taken in conversation order). Returns the calls that were answered
+/// or ended by it.
 async fn fold(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     conversations: &[String],
-) -> Result<(), sqlx::Error> {
-    let calls: Vec<(Uuid, Option<String>, String)> = sqlx::query_as(
-        "SELECT id, uuid, conversation_uuid FROM calls
+) -> Result<Vec<Change>, sqlx::Error> {
+    type Row = (
+        Uuid,
+        Option<String>,
+        String,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
+    let calls: Vec<Row> = sqlx::query_as(
+        "SELECT id, uuid, conversation_uuid, answered_at, ended_at FROM calls
           WHERE conversation_uuid = ANY($1) ORDER BY conversation_uuid FOR UPDATE",
     )
     .bind(conversations)
     .fetch_all(&mut **tx)
     .await?;
+    let mut changes = Vec::new();
     if calls.is_empty() {
-        return Ok(());
+        return Ok(changes);
     }
     let with_calls: Vec<&str> = calls.iter().map(|c| c.2.as_str()).collect();
     // The events of each conversation, looked up one conversation at a time. Asked as
@@ -258,7 +403,7 @@ async fn fold(
     let mut ended = Vec::new();
     let mut durations = Vec::new();
     let mut prices = Vec::new();
-    for (id, inbound, conversation) in &calls {
+    for (id, inbound, conversation, was_answered, was_ended) in &calls {
         let events: Vec<CallEvent> = rows
             .iter()
             .filter(|(c, _)| c == conversation)
@@ -268,6 +413,21 @@ async fn fold(
             continue;
         }
         let progress = CallProgress::fold(inbound.as_deref(), &events);
+        if let (None, Some(at)) = (was_answered, progress.answered_at) {
+            changes.push(Change::Answered(*id, at));
+        }
+        if let (None, Some(ended_at)) = (was_ended, progress.ended_at) {
+            changes.push(Change::Ended(
+                *id,
+                CallEnd {
+                    status: progress.status.clone(),
+                    answered_at: progress.answered_at,
+                    ended_at,
+                    talk_seconds: progress.duration_seconds,
+                    price: progress.price,
+                },
+            ));
+        }
         ids.push(*id);
         statuses.push(
             progress
@@ -281,7 +441,7 @@ async fn fold(
         prices.push(progress.price.map(|p| p.to_string()));
     }
     if ids.is_empty() {
-        return Ok(());
+        return Ok(changes);
     }
     sqlx::query(
         "UPDATE calls c
@@ -300,5 +460,5 @@ async fn fold(
     .bind(prices)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(changes)
 }

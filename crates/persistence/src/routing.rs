@@ -21,18 +21,20 @@ use voice_proxy_domain::PairingId;
 use voice_proxy_domain::pairing::Pairing;
 use voice_proxy_domain::routing::Route;
 
+use crate::callbacks::Outbox;
 use crate::durable::health::DatabaseHealth;
 use crate::durable::load_ledger::LoadLedger;
 use crate::durable::route_mirror::{RouteMirror, await_mirrors};
 use crate::pairings::{self, ChangeExpiryError, NewExpiry};
 
-/// What routing needs: the database (a worker's pool), the instance's route mirror and the
-/// database's health.
+/// What routing needs: the database (a worker's pool), the instance's route mirror, the
+/// database's health, and the outbox that tells the marketplace of closes and expiry changes.
 #[derive(Clone)]
 pub struct Routing {
     pool: PgPool,
     mirror: Arc<RouteMirror>,
     health: Arc<DatabaseHealth>,
+    outbox: Arc<Outbox>,
     /// How long an answer waits for the database before routing from memory.
     db_timeout: Duration,
 }
@@ -42,12 +44,14 @@ impl Routing {
         pool: PgPool,
         mirror: Arc<RouteMirror>,
         health: Arc<DatabaseHealth>,
+        outbox: Arc<Outbox>,
         db_timeout: Duration,
     ) -> Self {
         Self {
             pool,
             mirror,
             health,
+            outbox,
             db_timeout,
         }
     }
@@ -85,7 +89,7 @@ impl Routing {
         ledger: &LoadLedger,
         id: PairingId,
     ) -> Result<Option<Pairing>, sqlx::Error> {
-        let Some(pairing) = pairings::close(&self.pool, ledger, id).await? else {
+        let Some(pairing) = pairings::close(&self.pool, ledger, &self.outbox, id).await? else {
             return Ok(None);
         };
         // This instance's routes in memory forget it now; the other instances' before we return.
@@ -106,7 +110,8 @@ impl Routing {
         expiry: NewExpiry,
         max_ttl: chrono::Duration,
     ) -> Result<Pairing, ChangeExpiryError> {
-        let pairing = pairings::change_expiry(&self.pool, id, expiry, max_ttl).await?;
+        let pairing =
+            pairings::change_expiry(&self.pool, &self.outbox, id, expiry, max_ttl).await?;
         await_mirrors(&self.pool, self.mirror.lease()).await;
         Ok(pairing)
     }

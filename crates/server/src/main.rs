@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
 use voice_proxy_persistence::api_keys::{self, ApiKey, ApiKeyId, NewApiKey, Scope};
+use voice_proxy_persistence::callbacks::Outbox;
 use voice_proxy_persistence::durable::dead_letter;
 use voice_proxy_persistence::{PoolSettings, connect_lazy, migrate, retention};
 use voice_proxy_server::config::{
@@ -188,7 +189,9 @@ async fn replay_command() -> anyhow::Result<()> {
         );
     }
     let pool = connect_lazy(options, &PoolSettings::default());
-    let report = dead_letter::replay(&pool, &spool_dir).await?;
+    // The messages the replayed records make are written for every endpoint that wants them;
+    // a running instance's dispatcher sends them.
+    let report = dead_letter::replay(&pool, &Outbox::new(), &spool_dir).await?;
     pool.close().await;
     println!(
         "replayed the dead-letter file of {}: {} stored, {} already stored, {} refused again, {} not tried (database unreachable), {} lines that are not records",

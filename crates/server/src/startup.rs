@@ -11,9 +11,11 @@ use tokio::sync::Notify;
 use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
+use voice_proxy_callbacks::{Sender, dispatch_forever};
 use voice_proxy_http::deadline::{Guarded, limit_body};
 use voice_proxy_http::telemetry::{MaskedRootSpan, echo_request_id};
 use voice_proxy_http::{Shared, configure};
+use voice_proxy_persistence::callbacks::Outbox;
 use voice_proxy_persistence::durable::health::DatabaseHealth;
 use voice_proxy_persistence::durable::load_ledger::LoadLedger;
 use voice_proxy_persistence::durable::recorder::Recorder;
@@ -32,6 +34,8 @@ pub struct Application {
     recorder: Recorder,
     mirror: Arc<RouteMirror>,
     ledger: Arc<LoadLedger>,
+    outbox: Arc<Outbox>,
+    sender: Sender,
     settings: Settings,
 }
 
@@ -57,12 +61,16 @@ impl Application {
         // Whether the database counts as down: set by the recorder and the answer path when it
         // fails them, cleared by the spool drainer's probe.
         let health = Arc::new(DatabaseHealth::new());
+        // Which callbacks endpoints want: read by everything that writes messages.
+        let outbox = Arc::new(Outbox::new());
+        let sender = Sender::new()?;
         let recorder = Recorder::start(
             pool.clone(),
             &settings.spool.dir,
             settings.spool.segment_bytes,
             settings.spool.memory_bytes,
             health.clone(),
+            outbox.clone(),
         )
         .with_context(|| {
             format!(
@@ -78,6 +86,7 @@ impl Application {
             mirror.clone(),
             ledger.clone(),
             health,
+            outbox.clone(),
         );
         if !shared.verifier.enabled() {
             tracing::warn!(
@@ -121,6 +130,8 @@ impl Application {
             recorder,
             mirror,
             ledger,
+            outbox,
+            sender,
             settings,
         })
     }
@@ -158,11 +169,28 @@ impl Application {
         let tasks = [
             tokio::spawn(supervised("change_listener", RESTART_DELAY, {
                 let (pool, changed) = (self.pool.clone(), routes_changed.clone());
-                move || listen_for_changes(pool.clone(), changed.clone())
+                let outbox = self.outbox.clone();
+                move || listen_for_changes(pool.clone(), changed.clone(), outbox.clone())
             })),
             tokio::spawn(supervised("sweeper", RESTART_DELAY, {
                 let (pool, every) = (self.pool.clone(), self.settings.server.sweep_interval);
-                move || sweep_forever(pool.clone(), every)
+                let outbox = self.outbox.clone();
+                move || sweep_forever(pool.clone(), outbox.clone(), every)
+            })),
+            tokio::spawn(supervised("callback_dispatcher", RESTART_DELAY, {
+                let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+                let (sender, settings) = (
+                    self.sender.clone(),
+                    self.settings.callbacks.dispatch.clone(),
+                );
+                move || {
+                    dispatch_forever(
+                        pool.clone(),
+                        outbox.clone(),
+                        sender.clone(),
+                        settings.clone(),
+                    )
+                }
             })),
             tokio::spawn(supervised("route_mirror", RESTART_DELAY, {
                 let (mirror, pool) = (self.mirror.clone(), self.pool.clone());
@@ -244,13 +272,22 @@ async fn mirror_forever(
     }
 }
 
-/// Listens for `voice_proxy_routes` notifications and passes them on; reconnects after a
-/// failure, once a second.
-async fn listen_for_changes(pool: PgPool, changed: Arc<Notify>) {
+/// Listens for Postgres's notifications: of closed or re-timed pairings
+/// (`voice_proxy_routes`, passed on to the route mirror) and of changed callback endpoints
+/// (`voice_proxy_webhook_endpoints`: the outbox reads which events they want). Reconnects after
+/// a failure, once a second.
+async fn listen_for_changes(pool: PgPool, changed: Arc<Notify>, outbox: Arc<Outbox>) {
+    const ROUTES: &str = "voice_proxy_routes";
+    const ENDPOINTS: &str = "voice_proxy_webhook_endpoints";
+    let refresh = async |outbox: &Outbox| {
+        if let Err(e) = outbox.refresh(&pool).await {
+            tracing::debug!(error = %e, "could not read which events callback endpoints want");
+        }
+    };
     loop {
         let listening = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen("voice_proxy_routes").await?;
+            listener.listen_all([ROUTES, ENDPOINTS]).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = match listening.await {
@@ -261,11 +298,16 @@ async fn listen_for_changes(pool: PgPool, changed: Arc<Notify>) {
                 continue;
             }
         };
-        // The feed may have changed while we were not listening.
+        // Either may have changed while we were not listening.
         changed.notify_one();
+        refresh(&outbox).await;
         // Until the connection is lost (`None`) or fails.
-        while let Ok(Some(_)) = listener.try_recv().await {
-            changed.notify_one();
+        while let Ok(Some(notification)) = listener.try_recv().await {
+            if notification.channel() == ENDPOINTS {
+                refresh(&outbox).await;
+            } else {
+                changed.notify_one();
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -336,15 +378,30 @@ async fn flush_load_forever(
     }
 }
 
-/// Housekeeping only: correctness never waits for it.
-async fn sweep_forever(pool: PgPool, every: Duration) {
+/// Pairings swept in one transaction.
+const SWEEP_BATCH: i64 = 1000;
+
+/// Releases the load of expired pairings and tells their expiry (`pairing.expired`), every
+/// `every`, and again at once while a sweep finds a full batch. Routing never waits for it.
+async fn sweep_forever(pool: PgPool, outbox: Arc<Outbox>, every: Duration) {
     let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match pairings::sweep_expired(&pool, 1000).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(swept = n, "released the load of expired pairings"),
-            Err(e) => tracing::debug!(error = %e, "sweep failed; will retry"),
+        loop {
+            match pairings::sweep_expired(&pool, &outbox, SWEEP_BATCH).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::info!(swept = n, "released the load of expired pairings");
+                    if n < SWEEP_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "sweep failed; will retry");
+                    break;
+                }
+            }
         }
     }
 }

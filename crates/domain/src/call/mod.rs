@@ -35,16 +35,30 @@ pub enum CallOutcome {
     UnsupportedCaller,
     /// The request lacked what Vonage always sends (`uuid`, `conversation_uuid`, `to`).
     InvalidRequest,
+    /// The marketplace's intercept said not to connect it (or failed, under
+    /// `INTERCEPT_ON_FAILURE=deny`).
+    Intercepted,
+    /// No active pairing; the marketplace's out-of-session answer was a message.
+    OutOfSessionMessage,
+    /// No active pairing; the marketplace had one made, and the call was connected through it.
+    OutOfSessionConnected,
+    /// No active pairing; the marketplace asked for one, but it could not be made with the
+    /// caller keeping the number they dialled.
+    OutOfSessionRefused,
 }
 
 impl CallOutcome {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 10] = [
         Self::Routed,
         Self::NoPairing,
         Self::PairingEnded,
         Self::Anonymous,
         Self::UnsupportedCaller,
         Self::InvalidRequest,
+        Self::Intercepted,
+        Self::OutOfSessionMessage,
+        Self::OutOfSessionConnected,
+        Self::OutOfSessionRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +69,10 @@ impl CallOutcome {
             Self::Anonymous => "anonymous",
             Self::UnsupportedCaller => "unsupported_caller",
             Self::InvalidRequest => "invalid_request",
+            Self::Intercepted => "intercepted",
+            Self::OutOfSessionMessage => "out_of_session_message",
+            Self::OutOfSessionConnected => "out_of_session_connected",
+            Self::OutOfSessionRefused => "out_of_session_refused",
         }
     }
 

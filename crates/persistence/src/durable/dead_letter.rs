@@ -27,6 +27,7 @@ use sha2::Sha256;
 use sqlx::PgPool;
 use voice_proxy_domain::redact::redact_numbers;
 
+use crate::callbacks::Outbox;
 use crate::records::{Record, write_batch};
 use serde::{Deserialize, Serialize};
 use voice_proxy_domain::redact::redact_text;
@@ -278,7 +279,11 @@ pub struct ReplayReport {
 /// Writes every dead-lettered record of the spool in `dir` to Postgres again, one at a time;
 /// those still refused, and those not tried because the database could not be reached, go back
 /// into the dead-letter file.
-pub async fn replay(pool: &PgPool, dir: &Path) -> Result<ReplayReport, ReplayError> {
+pub async fn replay(
+    pool: &PgPool,
+    outbox: &Outbox,
+    dir: &Path,
+) -> Result<ReplayReport, ReplayError> {
     let lines = take(dir)?;
     let mut report = ReplayReport::default();
     let mut kept = Vec::new();
@@ -289,7 +294,7 @@ pub async fn replay(pool: &PgPool, dir: &Path) -> Result<ReplayReport, ReplayErr
             kept.push(line);
             continue;
         };
-        match write_batch(pool, std::slice::from_ref(record)).await {
+        match write_batch(pool, outbox, std::slice::from_ref(record)).await {
             Ok(new) if new.first() == Some(&true) => report.stored += 1,
             Ok(_) => report.duplicates += 1,
             Err(e) if crate::is_transient(&e) => {

@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::health::DatabaseHealth;
 use super::spool::{AppendError, Spool};
 use super::writer::{Written, write_isolating};
+use crate::callbacks::Outbox;
 use crate::records::Record;
 
 /// Most records written in one transaction.
@@ -82,18 +83,21 @@ impl Recorder {
     /// Starts the batch writer. Call records go through the spool in `spool_dir` (segments of
     /// `segment_bytes`, at most `memory_bytes` of records kept in memory), events to `pool`, or
     /// to the spool while the database counts as down (`health`, shared with the spool's
-    /// drainer and the webhooks). Fails when the spool folder cannot be written.
+    /// drainer and the webhooks). What the records change is told through `outbox`. Fails when
+    /// the spool folder cannot be written.
     pub fn start(
         pool: PgPool,
         spool_dir: &Path,
         segment_bytes: u64,
         memory_bytes: u64,
         health: Arc<DatabaseHealth>,
+        outbox: Arc<Outbox>,
     ) -> std::io::Result<Self> {
         let spool = Arc::new(
             Spool::open(spool_dir, segment_bytes)?
                 .with_memory_limit(memory_bytes)
-                .with_health(health),
+                .with_health(health)
+                .with_outbox(outbox),
         );
         // Ready before the first call: otherwise the first append zero-fills its segment while
         // the caller waits. (If this fails, appends and the drainer try again.)
@@ -186,7 +190,7 @@ async fn spool_first(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
         Ok(()) => acknowledge(acks, Ok(Stored::Spooled)),
         Err(spool_error) => {
             tracing::error!(error = %spool_error, records = copies.len(), "could not spool call records; writing them to the database directly");
-            match write_isolating(pool, spool.dead_letters(), &copies).await {
+            match write_isolating(pool, spool.outbox(), spool.dead_letters(), &copies).await {
                 Ok(written) => {
                     for (ack, written) in acks.into_iter().zip(written) {
                         let _ = ack.send(Ok(written.into()));
@@ -243,7 +247,7 @@ async fn write_events(pool: &PgPool, spool: &Arc<Spool>, batch: Vec<Job>) {
     let outcome = if spool.health().is_down() {
         Err(sqlx::Error::PoolTimedOut)
     } else {
-        write_isolating(pool, spool.dead_letters(), &records).await
+        write_isolating(pool, spool.outbox(), spool.dead_letters(), &records).await
     };
     match outcome {
         Ok(written) => {

@@ -5,6 +5,7 @@
 use sqlx::PgPool;
 
 use super::dead_letter::DeadLetters;
+use crate::callbacks::Outbox;
 use crate::records::{Record, write_batch};
 
 /// What writing one record came to.
@@ -22,10 +23,11 @@ pub enum Written {
 /// one bad record never holds back the others. Fails only on a transient error.
 pub(crate) async fn write_isolating(
     pool: &PgPool,
+    outbox: &Outbox,
     dead_letters: &DeadLetters,
     records: &[Record],
 ) -> Result<Vec<Written>, sqlx::Error> {
-    match write_batch(pool, records).await {
+    match write_batch(pool, outbox, records).await {
         Ok(new) => return Ok(new.into_iter().map(written).collect()),
         Err(e) if crate::is_transient(&e) => return Err(e),
         Err(e) => {
@@ -34,7 +36,7 @@ pub(crate) async fn write_isolating(
     }
     let mut outcomes = Vec::with_capacity(records.len());
     for record in records {
-        match write_batch(pool, std::slice::from_ref(record)).await {
+        match write_batch(pool, outbox, std::slice::from_ref(record)).await {
             Ok(n) => outcomes.push(written(n.first().copied().unwrap_or(false))),
             Err(e) if crate::is_transient(&e) => return Err(e),
             Err(e) => {

@@ -10,10 +10,12 @@ use voice_proxy_domain::allocation::{
     self, AllocationPolicy, Candidate, Choice, CreateState, PastPairing, PersonState, Plan,
     PoolNumberState, Search,
 };
+use voice_proxy_domain::callbacks::{EventType, Message};
 use voice_proxy_domain::pairing::Pairing;
 use voice_proxy_domain::{CountryCode, NewPairing, PairingId, PhoneNumber};
 
 use super::{CreatePairingError, PairingRow};
+use crate::callbacks::Outbox;
 use crate::durable::load_ledger::LoadLedger;
 use crate::violates;
 
@@ -157,10 +159,11 @@ impl StateRow {
     }
 }
 
-/// One attempt: lock, read the state, choose, search, insert.
+/// One attempt: lock, read the state, choose, search, insert (and tell it).
 pub(super) async fn try_create(
     pool: &PgPool,
     ledger: &LoadLedger,
+    outbox: &Outbox,
     request: &NewPairing,
     policy: &AllocationPolicy,
 ) -> Result<Made, Attempt> {
@@ -176,8 +179,16 @@ pub(super) async fn try_create(
     let mut reserved = Reservation::new(ledger);
     let proxies = find_proxies(&mut tx, &mut reserved, request, choices).await?;
     let pairing = insert(&mut tx, request, &proxies).await?;
+    let mut delivered = 0;
+    if outbox.wants(EventType::PairingCreated) {
+        let message = Message::pairing(EventType::PairingCreated, &pairing, pairing.created_at);
+        delivered = outbox.write(&mut tx, &[message]).await?;
+    }
     tx.commit().await?;
     reserved.keep();
+    if delivered > 0 {
+        outbox.wake();
+    }
     Ok(Made::Created(Box::new(pairing)))
 }
 

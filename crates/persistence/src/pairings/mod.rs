@@ -7,10 +7,12 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 use voice_proxy_domain::allocation::{AllocationPolicy, Refusal};
+use voice_proxy_domain::callbacks::{EventType, Message};
 use voice_proxy_domain::pairing::{Pairing, Participant};
 use voice_proxy_domain::routing::Route;
 use voice_proxy_domain::{CountryCode, NewPairing, PairingId, PairingStatus, PhoneNumber};
 
+use crate::callbacks::Outbox;
 use crate::durable::load_ledger::LoadLedger;
 use crate::pagination::Page;
 use crate::violates;
@@ -115,17 +117,20 @@ impl From<Refusal> for CreatePairingError {
 /// (person, proxy number) meanwhile; the whole attempt is then retried with fresh data.
 ///
 /// One attempt is one transaction of four statements (locks; what is known of the people and the
-/// reference; candidates; the insert) and the load counters of the chosen numbers move in
-/// `ledger`, which a background task writes to the database in batches.
+/// reference; candidates; the insert), and a fifth when an endpoint wants `pairing.created`
+/// (`outbox`); the load counters of the chosen numbers move in `ledger`, which a background task
+/// writes to the database in batches. A refusal for want of a number is counted, and told as
+/// `pool.exhausted`.
 #[tracing::instrument(skip_all, fields(reference = request.reference.as_deref()))]
 pub async fn create(
     pool: &PgPool,
     ledger: &LoadLedger,
+    outbox: &Outbox,
     request: &NewPairing,
     policy: &AllocationPolicy,
 ) -> Result<CreateOutcome, CreatePairingError> {
     for attempt in 0..MAX_ATTEMPTS {
-        match try_create(pool, ledger, request, policy).await {
+        match try_create(pool, ledger, outbox, request, policy).await {
             Ok(Made::Created(pairing)) => {
                 metrics::counter!("pairings_created_total").increment(1);
                 return Ok(CreateOutcome::Created(*pairing));
@@ -157,7 +162,8 @@ pub async fn create(
                 participant,
                 country,
             })) => {
-                record_exhaustion(pool, country.as_ref()).await;
+                record_exhaustion(pool, outbox, country.as_ref(), request.reference.as_deref())
+                    .await;
                 metrics::counter!(
                     "exhaustion_refusals_total",
                     "country" => country.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string)
@@ -175,23 +181,41 @@ pub async fn create(
     Err(CreatePairingError::Contention)
 }
 
-async fn record_exhaustion(pool: &PgPool, country: Option<&CountryCode>) {
-    if let Err(e) = sqlx::query("INSERT INTO exhaustion_refusals (country) VALUES ($1)")
-        .bind(country.map(CountryCode::as_str))
-        .execute(pool)
-        .await
-    {
-        tracing::warn!(error = %e, "could not record an exhaustion refusal");
+/// Counts a refusal for want of a number (by country) and tells it as `pool.exhausted`.
+async fn record_exhaustion(
+    pool: &PgPool,
+    outbox: &Outbox,
+    country: Option<&CountryCode>,
+    reference: Option<&str>,
+) {
+    let recorded = async {
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO exhaustion_refusals (country) VALUES ($1)")
+            .bind(country.map(CountryCode::as_str))
+            .execute(&mut *tx)
+            .await?;
+        let message = Message::pool_exhausted(country, reference, Utc::now());
+        let delivered = outbox.write(&mut tx, &[message]).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(delivered)
+    };
+    match recorded.await {
+        Ok(0) => {}
+        Ok(_) => outbox.wake(),
+        Err(e) => tracing::warn!(error = %e, "could not record an exhaustion refusal"),
     }
 }
 
 #[tracing::instrument(skip_all, fields(pairing_id = %id))]
-pub async fn get(pool: &PgPool, id: PairingId) -> Result<Option<Pairing>, sqlx::Error> {
+pub async fn get<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: PairingId,
+) -> Result<Option<Pairing>, sqlx::Error> {
     let row: Option<PairingRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT_PAIRING} WHERE p.id = $1"
     )))
     .bind(id.as_uuid())
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(row.map(Into::into))
 }
@@ -247,13 +271,15 @@ pub async fn list(
 
 /// Closes a pairing: it stops routing at once. Closing a pairing that is already closed or
 /// expired changes nothing. `None` if there is no such pairing. The load comes off its numbers
-/// through `ledger`.
+/// through `ledger`; the close is told as `pairing.closed`, in the same transaction.
 #[tracing::instrument(skip_all, fields(pairing_id = %id))]
 pub async fn close(
     pool: &PgPool,
     ledger: &LoadLedger,
+    outbox: &Outbox,
     id: PairingId,
 ) -> Result<Option<Pairing>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let closed_now: Option<Uuid> = sqlx::query_scalar(
         "UPDATE pairings
             SET closed_at = GREATEST(now(), created_at), load_released = true
@@ -261,9 +287,21 @@ pub async fn close(
          RETURNING id",
     )
     .bind(id.as_uuid())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    let pairing = get(pool, id).await?;
+    let pairing = get(&mut *tx, id).await?;
+    let mut delivered = 0;
+    if let (Some(_), Some(p)) = (closed_now, &pairing)
+        && outbox.wants(EventType::PairingClosed)
+    {
+        let at = p.closed_at.unwrap_or(p.read_at);
+        let message = Message::pairing(EventType::PairingClosed, p, at);
+        delivered = outbox.write(&mut tx, &[message]).await?;
+    }
+    tx.commit().await?;
+    if delivered > 0 {
+        outbox.wake();
+    }
     if let (Some(_), Some(p)) = (closed_now, &pairing) {
         metrics::counter!("pairings_closed_total").increment(1);
         for participant in &p.participants {
@@ -294,10 +332,12 @@ pub enum ChangeExpiryError {
     Database(#[from] sqlx::Error),
 }
 
-/// Moves the expiry of an active pairing; a pairing that is closed or expired stays ended.
+/// Moves the expiry of an active pairing; a pairing that is closed or expired stays ended. The
+/// change is told as `pairing.updated`, in the same transaction.
 #[tracing::instrument(skip_all, fields(pairing_id = %id))]
 pub async fn change_expiry(
     pool: &PgPool,
+    outbox: &Outbox,
     id: PairingId,
     expiry: NewExpiry,
     max_ttl: Duration,
@@ -306,6 +346,7 @@ pub async fn change_expiry(
         NewExpiry::FromNow(d) => (None, Some(d.num_milliseconds() as f64 / 1000.0)),
         NewExpiry::At(t) => (Some(t), None),
     };
+    let mut tx = pool.begin().await?;
     let updated: Result<Option<(Uuid, bool)>, sqlx::Error> = sqlx::query_as(
         "WITH wanted AS (
              SELECT COALESCE($2, now() + make_interval(secs => $3)) AS expires_at
@@ -321,7 +362,7 @@ pub async fn change_expiry(
     .bind(at)
     .bind(ttl_seconds)
     .bind(max_ttl.num_seconds() as f64)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await;
     let updated = match updated {
         Ok(u) => u,
@@ -334,8 +375,19 @@ pub async fn change_expiry(
         }
         Err(e) => return Err(e.into()),
     };
-    let pairing = get(pool, id).await?.ok_or(ChangeExpiryError::NotFound)?;
+    let pairing = get(&mut *tx, id)
+        .await?
+        .ok_or(ChangeExpiryError::NotFound)?;
     if updated.is_some() {
+        let mut delivered = 0;
+        if outbox.wants(EventType::PairingUpdated) {
+            let message = Message::pairing(EventType::PairingUpdated, &pairing, pairing.read_at);
+            delivered = outbox.write(&mut tx, &[message]).await?;
+        }
+        tx.commit().await?;
+        if delivered > 0 {
+            outbox.wake();
+        }
         return Ok(pairing);
     }
     if pairing.status() != PairingStatus::Active {
@@ -371,11 +423,14 @@ pub async fn route(pool: &PgPool, caller: &str, proxy_number: &str) -> Result<Ro
     })
 }
 
-/// Housekeeping: takes the load of expired pairings off their numbers. Correctness never
-/// depends on it; it keeps the spread of new pairings even. Returns how many pairings it swept.
+/// Takes the load of expired pairings off their numbers, and tells each expiry as
+/// `pairing.expired`, in the same transaction: a pairing is swept once (its `load_released`
+/// flag), by whichever instance gets to it. Routing never depends on it. Returns how many
+/// pairings it swept.
 #[tracing::instrument(skip_all)]
-pub async fn sweep_expired(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
-    let swept: i64 = sqlx::query_scalar(
+pub async fn sweep_expired(pool: &PgPool, outbox: &Outbox, batch: i64) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let swept: Vec<Uuid> = sqlx::query_scalar(
         "WITH expired AS (
              UPDATE pairings SET load_released = true, released = true
               WHERE id IN (SELECT id FROM pairings
@@ -391,10 +446,31 @@ pub async fn sweep_expired(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error
                FROM released r WHERE n.number = r.proxy_number
              RETURNING 1
          )
-         SELECT count(*) FROM expired",
+         SELECT id FROM expired",
     )
     .bind(batch)
-    .fetch_one(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(u64::try_from(swept).unwrap_or(0))
+    let mut delivered = 0;
+    if !swept.is_empty() && outbox.wants(EventType::PairingExpired) {
+        let rows: Vec<PairingRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{SELECT_PAIRING} WHERE p.id = ANY($1) ORDER BY p.expires_at"
+        )))
+        .bind(&swept)
+        .fetch_all(&mut *tx)
+        .await?;
+        let messages: Vec<Message> = rows
+            .into_iter()
+            .map(|r| {
+                let pairing = Pairing::from(r);
+                Message::pairing(EventType::PairingExpired, &pairing, pairing.expires_at)
+            })
+            .collect();
+        delivered = outbox.write(&mut tx, &messages).await?;
+    }
+    tx.commit().await?;
+    if delivered > 0 {
+        outbox.wake();
+    }
+    Ok(swept.len() as u64)
 }

@@ -5,6 +5,7 @@
 use sqlx::postgres::PgPoolOptions;
 use voice_proxy_domain::allocation::AllocationPolicy;
 use voice_proxy_domain::{CountryCode, NewPairing, ParticipantRequest, PhoneNumber};
+use voice_proxy_persistence::callbacks::Outbox;
 use voice_proxy_persistence::durable::load_ledger::LoadLedger;
 use voice_proxy_persistence::numbers;
 use voice_proxy_persistence::pairings;
@@ -63,7 +64,7 @@ async fn creates_reuse_generic_plans_instead_of_planning_each_time() {
             ttl: chrono::Duration::hours(1),
             reference: Some(format!("order-{i}")),
         };
-        pairings::create(&pool, &ledger, &request, &policy)
+        pairings::create(&pool, &ledger, &Outbox::new(), &request, &policy)
             .await
             .unwrap();
     }
@@ -87,7 +88,9 @@ async fn recorded_batches_reuse_generic_plans_instead_of_planning_each_time() {
         let conversation = format!("CON-plan-{i}");
         let call = call_record(&conversation);
         let event = event_record(&conversation, "completed", 1);
-        write_batch(&pool, &[call, event]).await.unwrap();
+        write_batch(&pool, &Outbox::new(), &[call, event])
+            .await
+            .unwrap();
     }
     assert_nothing_replanned(&pool).await;
 }

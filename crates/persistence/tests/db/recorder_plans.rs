@@ -5,6 +5,7 @@
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
+use voice_proxy_persistence::callbacks::Outbox;
 use voice_proxy_persistence::records::{Record, write_batch};
 
 use crate::test_database::{call_record, create_database, event_record, migrated_database};
@@ -54,7 +55,7 @@ async fn a_batch_of_many_conversations_looks_each_up_without_planner_statistics(
     let conversations: Vec<String> = (0..64).map(|i| format!("CON-late-{i}")).collect();
     let before = seq_scans(&pool).await;
     let calls: Vec<Record> = conversations.iter().map(|c| call_record(c)).collect();
-    write_batch(&pool, &calls).await.unwrap();
+    write_batch(&pool, &Outbox::new(), &calls).await.unwrap();
     let events: Vec<Record> = conversations
         .iter()
         .flat_map(|c| {
@@ -64,7 +65,7 @@ async fn a_batch_of_many_conversations_looks_each_up_without_planner_statistics(
             ]
         })
         .collect();
-    let new = write_batch(&pool, &events).await.unwrap();
+    let new = write_batch(&pool, &Outbox::new(), &events).await.unwrap();
     assert!(new.iter().all(|n| *n));
     let after = seq_scans(&pool).await;
     assert_eq!(

@@ -229,7 +229,15 @@ async fn the_recorder_has_a_segment_ready_before_the_first_call() {
     let pool = migrated_pool().await;
     let dir = std::env::temp_dir().join(format!("vp-spool-db-{}", Uuid::new_v4().simple()));
     let size = 1 << 20;
-    let recorder = Recorder::start(pool.clone(), &dir, size, 1 << 20, Default::default()).unwrap();
+    let recorder = Recorder::start(
+        pool.clone(),
+        &dir,
+        size,
+        1 << 20,
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
     let ready = files(&dir);
     assert_eq!(ready.len(), 1, "one segment, prepared at start");
     assert_eq!(std::fs::metadata(dir.join(&ready[0])).unwrap().len(), size);

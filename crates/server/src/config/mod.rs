@@ -1,10 +1,11 @@
 //! Settings, read from the environment one section at a time, each parsed and validated in its
 //! own module: the database, the server and admin API, signed webhooks, the call path, the
-//! allocation policy, the spool, the route mirror, retention. Every setting and its default is
+//! allocation policy, the spool, the route mirror, retention, callbacks to the marketplace. Every setting and its default is
 //! listed in `.env.example`; a value that cannot be parsed stops the service with a message
 //! naming it.
 
 mod allocation;
+mod callbacks;
 mod calls;
 mod database;
 mod env;
@@ -16,6 +17,7 @@ mod spool;
 
 use voice_proxy_http::HttpSettings;
 
+pub use callbacks::CallbackSettings;
 pub use calls::CallSettings;
 pub use database::{DEFAULT_DATABASE_URL, DatabaseSettings};
 pub use env::Env;
@@ -35,6 +37,7 @@ pub struct Settings {
     pub spool: SpoolSettings,
     pub route_mirror: RouteMirrorSettings,
     pub retention: RetentionSettings,
+    pub callbacks: CallbackSettings,
 }
 
 impl Settings {
@@ -51,6 +54,7 @@ impl Settings {
         let allocation = allocation::from_env(&env)?;
         let signature = signatures::from_env(&env)?;
         let server = ServerSettings::from_env(&env)?;
+        let callbacks = CallbackSettings::from_env(&env)?;
         Ok(Self {
             database,
             http: HttpSettings {
@@ -67,11 +71,13 @@ impl Settings {
                 answer_db_timeout: calls.answer_db_timeout,
                 request_body_timeout: server.request_body_timeout,
                 answer_deadline: calls.answer_deadline,
+                callback_allow_http: callbacks.allow_http,
             },
             server,
             spool: SpoolSettings::from_env(&env)?,
             route_mirror: RouteMirrorSettings::from_env(&env)?,
             retention,
+            callbacks,
         })
     }
 }

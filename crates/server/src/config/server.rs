@@ -47,7 +47,11 @@ impl ServerSettings {
                 5000,
                 100..=60_000,
             )?),
-            sweep_interval: Duration::from_secs(env.parse("SWEEP_INTERVAL_SECONDS", 60)?),
+            sweep_interval: Duration::from_secs(env.within(
+                "SWEEP_INTERVAL_SECONDS",
+                2,
+                1..=3600,
+            )?),
             log_format: env.choice(
                 "LOG_FORMAT",
                 LogFormat::Json,

@@ -28,6 +28,18 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/api-keys"),
     ("get", "/v1/api-keys/{id}"),
     ("delete", "/v1/api-keys/{id}"),
+    ("post", "/v1/webhook-endpoints"),
+    ("get", "/v1/webhook-endpoints"),
+    ("get", "/v1/webhook-endpoints/{id}"),
+    ("patch", "/v1/webhook-endpoints/{id}"),
+    ("delete", "/v1/webhook-endpoints/{id}"),
+    ("post", "/v1/webhook-endpoints/{id}/rotate-secret"),
+    ("get", "/v1/webhook-endpoints/{id}/deliveries"),
+    ("get", "/v1/webhook-endpoints/{id}/deliveries/{message_id}"),
+    (
+        "post",
+        "/v1/webhook-endpoints/{id}/deliveries/{message_id}/retry",
+    ),
 ];
 
 async fn fetch_document(app: &crate::helpers::TestApp) -> Value {
@@ -163,7 +175,12 @@ async fn every_documented_route_is_guarded_by_its_scope() {
     let id = Uuid::new_v4().to_string();
 
     for (method, path) in operations(&doc) {
-        let url = app.url(&path.replace("{id}", &id).replace("{number}", "12125550123"));
+        let url = app.url(
+            &path
+                .replace("{id}", &id)
+                .replace("{message_id}", &id)
+                .replace("{number}", "12125550123"),
+        );
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let anonymous = app
             .client
@@ -215,6 +232,7 @@ async fn a_method_a_documented_path_does_not_serve_is_a_405_naming_those_it_does
         let url = app.url(
             &path
                 .replace("{id}", &Uuid::new_v4().to_string())
+                .replace("{message_id}", &Uuid::new_v4().to_string())
                 .replace("{number}", "12125550123"),
         );
         for method in ["PUT", "TRACE", "OPTIONS", "POST", "DELETE", "PATCH"] {

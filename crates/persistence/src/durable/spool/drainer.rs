@@ -113,7 +113,7 @@ impl Spool {
                     current,
                 } => {
                     if !records.is_empty() {
-                        write_isolating(pool, &self.dead_letters, &records).await?;
+                        write_isolating(pool, &self.outbox, &self.dead_letters, &records).await?;
                     }
                     drained += self.account(&path, records.len(), false)?;
                     if current && records.len() < DRAIN_BATCH {
@@ -133,7 +133,7 @@ impl Spool {
                     };
                     let left = read.records.get(skip..).unwrap_or_default();
                     for chunk in left.chunks(DRAIN_BATCH) {
-                        write_isolating(pool, &self.dead_letters, chunk).await?;
+                        write_isolating(pool, &self.outbox, &self.dead_letters, chunk).await?;
                         drained += self.account(&path, chunk.len(), false)?;
                     }
                     if !read.unreadable.is_empty() {

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 use super::dead_letter::DeadLetters;
 use super::health::DatabaseHealth;
+use crate::callbacks::Outbox;
 use crate::records::Record;
 
 mod drainer;
@@ -93,6 +94,8 @@ pub struct Spool {
     draining: tokio::sync::Mutex<()>,
     /// Wakes the drainer when records were appended.
     appended: Notify,
+    /// Where the messages go that tell the marketplace what the drained records changed.
+    outbox: Arc<Outbox>,
     /// The folder, locked for this process while the spool is open.
     _folder: File,
 }
@@ -215,6 +218,7 @@ impl Spool {
             health: Arc::new(DatabaseHealth::new()),
             draining: tokio::sync::Mutex::new(()),
             appended: Notify::new(),
+            outbox: Arc::new(Outbox::new()),
             _folder: folder,
         })
     }
@@ -272,6 +276,17 @@ impl Spool {
     pub fn with_health(mut self, health: Arc<DatabaseHealth>) -> Self {
         self.health = health;
         self
+    }
+
+    /// Shares the instance's outbox, instead of one of its own.
+    pub fn with_outbox(mut self, outbox: Arc<Outbox>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Where the drained records' messages are written.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
     }
 
     /// Whether the database counts as down, as this spool and its drainer see it.
