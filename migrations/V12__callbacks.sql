@@ -98,3 +98,11 @@ ALTER TABLE calls ADD CONSTRAINT calls_outcome_known CHECK (outcome IN
      'intercepted', 'out_of_session_message', 'out_of_session_connected', 'out_of_session_refused'))
     NOT VALID;
 ALTER TABLE calls VALIDATE CONSTRAINT calls_outcome_known;
+
+-- When the callee picked up (a callee leg answered), apart from answered_at, which is the
+-- caller's leg while no callee leg has reported: `call.answered` is told once, when this is
+-- first set.
+-- And when every leg had ended (the call is over, its price whole): `call.ended` is told once,
+-- when this is first set.
+ALTER TABLE calls ADD COLUMN callee_answered_at timestamptz,
+                  ADD COLUMN over_at timestamptz;

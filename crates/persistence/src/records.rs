@@ -370,7 +370,7 @@ async fn fold(
         Option<DateTime<Utc>>,
     );
     let calls: Vec<Row> = sqlx::query_as(
-        "SELECT id, uuid, conversation_uuid, answered_at, ended_at FROM calls
+        "SELECT id, uuid, conversation_uuid, callee_answered_at, over_at FROM calls
           WHERE conversation_uuid = ANY($1) ORDER BY conversation_uuid FOR UPDATE",
     )
     .bind(conversations)
@@ -400,10 +400,13 @@ async fn fold(
     let mut ids = Vec::new();
     let mut statuses = Vec::new();
     let mut answered = Vec::new();
+    let mut callee_answered = Vec::new();
+    let mut over = Vec::new();
     let mut ended = Vec::new();
     let mut durations = Vec::new();
     let mut prices = Vec::new();
-    for (id, inbound, conversation, was_answered, was_ended) in &calls {
+    for (id, inbound, conversation, was_answered, was_over) in &calls {
+        // Whether the callee had picked up, and the call was over, before this batch.
         let events: Vec<CallEvent> = rows
             .iter()
             .filter(|(c, _)| c == conversation)
@@ -413,10 +416,10 @@ async fn fold(
             continue;
         }
         let progress = CallProgress::fold(inbound.as_deref(), &events);
-        if let (None, Some(at)) = (was_answered, progress.answered_at) {
+        if let (None, Some(at)) = (was_answered, progress.callee_answered_at) {
             changes.push(Change::Answered(*id, at));
         }
-        if let (None, Some(ended_at)) = (was_ended, progress.ended_at) {
+        if let (None, true, Some(ended_at)) = (was_over, progress.over, progress.ended_at) {
             changes.push(Change::Ended(
                 *id,
                 CallEnd {
@@ -436,6 +439,8 @@ async fn fold(
                 .map(|s: &CallStatus| s.as_str().to_owned()),
         );
         answered.push(progress.answered_at);
+        callee_answered.push(progress.callee_answered_at);
+        over.push(progress.ended_at.filter(|_| progress.over));
         ended.push(progress.ended_at);
         durations.push(progress.duration_seconds);
         prices.push(progress.price.map(|p| p.to_string()));
@@ -446,10 +451,12 @@ async fn fold(
     sqlx::query(
         "UPDATE calls c
             SET status = u.status, answered_at = u.answered_at, ended_at = u.ended_at,
-                duration_seconds = u.duration, price = u.price::numeric
+                duration_seconds = u.duration, price = u.price::numeric,
+                callee_answered_at = u.callee_answered_at, over_at = u.over_at
            FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[],
-                       $5::bigint[], $6::text[])
-                AS u(id, status, answered_at, ended_at, duration, price)
+                       $5::bigint[], $6::text[], $7::timestamptz[], $8::timestamptz[])
+                AS u(id, status, answered_at, ended_at, duration, price, callee_answered_at,
+                     over_at)
           WHERE c.id = u.id",
     )
     .bind(ids)
@@ -458,6 +465,8 @@ async fn fold(
     .bind(ended)
     .bind(durations)
     .bind(prices)
+    .bind(callee_answered)
+    .bind(over)
     .execute(&mut **tx)
     .await?;
     Ok(changes)

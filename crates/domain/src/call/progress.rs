@@ -17,7 +17,13 @@ pub struct CallProgress {
     pub status: Option<CallStatus>,
     /// When the deciding leg was answered; none if it never was.
     pub answered_at: Option<DateTime<Utc>>,
+    /// When a callee's leg was answered (the callee picked up); none while only the caller's
+    /// leg has reported.
+    pub callee_answered_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// Every leg that has reported has ended, the caller's among them: the call is over and its
+    /// status, talk time and price will not change (`ended_at` is set at the first leg's end).
+    pub over: bool,
     /// Talk time: the answered deciding leg's duration.
     pub duration_seconds: Option<i64>,
     /// The sum of every leg's price.
@@ -126,7 +132,22 @@ impl CallProgress {
         let has_status = |legs: &BTreeMap<&str, Vec<&CallEvent>>| {
             legs.values().flatten().any(|e| e.status.is_some())
         };
-        let deciding = if has_status(&callee_legs) {
+        let leg_ended = |events: &Vec<&CallEvent>| {
+            events
+                .iter()
+                .any(|e| e.status.as_ref().is_some_and(CallStatus::is_final))
+        };
+        let caller_reported = match inbound_leg {
+            Some(leg) => caller_legs.contains_key(leg),
+            None => !caller_legs.is_empty(),
+        };
+        let over = caller_reported
+            && caller_legs
+                .values()
+                .chain(callee_legs.values())
+                .all(leg_ended);
+        let callee_decides = has_status(&callee_legs);
+        let deciding = if callee_decides {
             callee_legs
         } else {
             caller_legs
@@ -178,7 +199,9 @@ impl CallProgress {
         Self {
             status,
             answered_at,
+            callee_answered_at: answered_at.filter(|_| callee_decides),
             ended_at,
+            over,
             duration_seconds,
             price,
         }
@@ -205,6 +228,28 @@ mod tests {
             "answered when the callee answered"
         );
         assert_eq!(p.ended_at, parse_timestamp("2024-05-01T10:02:17.500Z"));
+        assert!(p.over);
+    }
+
+    #[test]
+    fn a_call_is_over_once_every_leg_has_ended_the_callers_among_them() {
+        let events = completed_call();
+        let callee_done: Vec<CallEvent> = events
+            .iter()
+            .filter(|e| {
+                !(e.leg_uuid.as_deref() == Some(INBOUND) && e.status == Some(CallStatus::Completed))
+            })
+            .cloned()
+            .collect();
+        let p = CallProgress::fold(Some(INBOUND), &callee_done);
+        assert!(p.ended_at.is_some(), "the callee's leg has ended");
+        assert!(!p.over, "the caller's leg has not");
+        let callee_only: Vec<CallEvent> = events
+            .iter()
+            .filter(|e| e.leg_uuid.as_deref() == Some(OUTBOUND))
+            .cloned()
+            .collect();
+        assert!(!CallProgress::fold(Some(INBOUND), &callee_only).over);
     }
 
     #[test]
@@ -231,6 +276,20 @@ mod tests {
         let p = CallProgress::fold(Some(INBOUND), &events);
         assert_eq!(p.status, Some(CallStatus::Answered));
         assert_eq!(p.duration_seconds, None, "no connected leg, no talk time");
+        assert_eq!(p.callee_answered_at, None, "only the caller's leg answered");
+    }
+
+    #[test]
+    fn the_callee_picked_up_when_their_leg_answered() {
+        let p = CallProgress::fold(Some(INBOUND), &completed_call());
+        assert_eq!(
+            p.callee_answered_at,
+            parse_timestamp("2024-05-01T10:00:05.000Z")
+        );
+        for status in UNANSWERED {
+            let p = CallProgress::fold(Some(INBOUND), &unconnected_call(status));
+            assert_eq!(p.callee_answered_at, None, "{status}");
+        }
     }
 
     #[test]

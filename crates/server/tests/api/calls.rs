@@ -3,13 +3,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_problem, proxy_of, spawn_app};
 
-struct CallSetup {
-    proxy_a: String,
-    proxy_b: String,
-    pairing_id: String,
+pub struct CallSetup {
+    pub proxy_a: String,
+    pub proxy_b: String,
+    pub pairing_id: String,
 }
 
-async fn routed_call(app: &TestApp, conversation: &str) -> CallSetup {
+pub async fn routed_call(app: &TestApp, conversation: &str) -> CallSetup {
     app.add_numbers(&["12125550123", "12125550124"]).await;
     let p = app.pair("16465550101", "16465550102").await;
     let setup = CallSetup {
@@ -25,7 +25,7 @@ async fn routed_call(app: &TestApp, conversation: &str) -> CallSetup {
 }
 
 /// The events Vonage sends for a call that was answered and talked for 132 s: both legs.
-fn completed_call_events(conversation: &str, s: &CallSetup) -> Vec<Value> {
+pub fn completed_call_events(conversation: &str, s: &CallSetup) -> Vec<Value> {
     let inbound = format!("{conversation}-in");
     let outbound = format!("{conversation}-out");
     let leg = |uuid: &str, dir: &str, status: &str, ts: &str, from: &str, to: &str| {

@@ -3,6 +3,8 @@
 mod allocation;
 mod api_keys;
 mod binary;
+mod callback_faults;
+mod callbacks;
 mod calls;
 mod change_feed;
 mod failover;
@@ -15,6 +17,7 @@ mod openapi;
 mod pairings;
 mod privacy;
 mod private_pg;
+mod receiver;
 mod resilience;
 mod retention;
 mod route_sharing;
