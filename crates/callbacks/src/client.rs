@@ -152,6 +152,11 @@ impl Sender {
     }
 }
 
+/// Whether `secret` is a Standard Webhooks signing secret: `whsec_` and base64.
+pub fn is_signing_secret(secret: &str) -> bool {
+    secret.starts_with("whsec_") && Webhook::new(secret).is_ok()
+}
+
 /// The innermost cause of a client error: "connection refused", "dns error: ...".
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;

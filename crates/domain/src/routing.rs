@@ -17,3 +17,13 @@ pub enum Route {
     /// The caller has no pairing on this number.
     None,
 }
+
+impl Route {
+    /// The pairing the route came from, if any.
+    pub fn pairing_id(&self) -> Option<PairingId> {
+        match self {
+            Self::Connect { pairing_id, .. } | Self::Ended { pairing_id } => Some(*pairing_id),
+            Self::None => None,
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! `application/problem+json` body.
 
 pub mod api_keys;
+pub mod ask;
 pub mod auth;
 pub mod calls;
 pub mod deadline;
@@ -83,6 +84,8 @@ pub struct AppState {
     pub routing: Routing,
     /// Which callbacks endpoints want; the dispatcher's wake-up.
     pub outbox: std::sync::Arc<Outbox>,
+    /// The intercept and out-of-session requests, where configured.
+    pub questions: ask::Questions,
 }
 
 /// The parts of [`AppState`] shared by every worker.
@@ -96,6 +99,7 @@ pub struct Shared {
     /// Whether the database counts as down (the handle the recorder and the drainer share).
     pub health: std::sync::Arc<DatabaseHealth>,
     pub outbox: std::sync::Arc<Outbox>,
+    pub questions: ask::Questions,
 }
 
 impl Shared {
@@ -106,6 +110,7 @@ impl Shared {
         ledger: std::sync::Arc<LoadLedger>,
         health: std::sync::Arc<DatabaseHealth>,
         outbox: std::sync::Arc<Outbox>,
+        questions: ask::Questions,
     ) -> Self {
         let verifier = signature::Verifier::new(settings.signature.clone());
         Self {
@@ -116,6 +121,7 @@ impl Shared {
             ledger,
             health,
             outbox,
+            questions,
         }
     }
 
@@ -137,6 +143,7 @@ impl Shared {
             ledger: self.ledger.clone(),
             routing,
             outbox: self.outbox.clone(),
+            questions: self.questions.clone(),
         }
     }
 }

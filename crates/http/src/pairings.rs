@@ -150,7 +150,10 @@ impl From<Pairing> for PairingResponse {
     }
 }
 
-fn parse_request(body: CreatePairingRequest, default_ttl: i64) -> Result<NewPairing, ApiError> {
+pub(crate) fn parse_request(
+    body: CreatePairingRequest,
+    default_ttl: i64,
+) -> Result<NewPairing, ApiError> {
     let participants = body
         .participants
         .into_iter()

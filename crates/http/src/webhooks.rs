@@ -13,6 +13,7 @@ use voice_proxy_domain::{CallRecord, EventRecord};
 use voice_proxy_persistence::durable::recorder::Stored;
 use voice_proxy_persistence::records::Record;
 
+use crate::ask;
 use crate::error::method_not_allowed;
 use crate::signature::{RequestParts, SignatureError, VerifiedToken};
 use crate::{ApiError, AppState, HttpSettings, MAX_BODY_BYTES};
@@ -250,7 +251,7 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         && request.conversation_uuid.is_some()
         && dialled.is_some()
         && !request.oversized;
-    let (outcome, route) = match (&caller, &dialled) {
+    let (mut outcome, mut route) = match (&caller, &dialled) {
         _ if !complete => (CallOutcome::InvalidRequest, None),
         (CallerId::Withheld, _) => (CallOutcome::Anonymous, None),
         (CallerId::Unsupported, _) => (CallOutcome::UnsupportedCaller, None),
@@ -262,12 +263,71 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         (CallerId::Number(_), None) => (CallOutcome::InvalidRequest, None),
     };
 
-    let (ncco, pairing_id, callee) = match route {
-        Some(Route::Connect {
-            pairing_id,
-            callee,
-            callee_proxy,
-        }) => {
+    // What the marketplace is asked, where it is: the intercept for a routable call, the
+    // out-of-session request for a caller without an active pairing on the number.
+    let call_id = CallId::new();
+    let started_at = chrono::Utc::now();
+    let mut spoken: Option<String> = None;
+    if let (CallerId::Number(from), Some(to)) = (&caller, &dialled) {
+        let inbound = ask::Inbound {
+            call_id,
+            conversation_uuid: request.conversation_uuid.as_deref(),
+            caller: from,
+            dialled: to,
+            started_at,
+        };
+        match (&route, &state.questions) {
+            (
+                Some(Route::Connect { pairing_id, .. }),
+                ask::Questions {
+                    intercept: Some(intercept),
+                    ..
+                },
+            ) => {
+                if let ask::Verdict::Refuse { message } =
+                    ask::intercept(state, intercept, &inbound, *pairing_id).await
+                {
+                    outcome = CallOutcome::Intercepted;
+                    spoken = Some(message.unwrap_or_else(|| settings.no_route_message.clone()));
+                }
+            }
+            (
+                None | Some(Route::Ended { .. }),
+                ask::Questions {
+                    out_of_session: Some(question),
+                    ..
+                },
+            ) if complete => {
+                let decision = ask::out_of_session(state, question, &inbound).await;
+                outcome = decision.outcome().unwrap_or(outcome);
+                match decision {
+                    ask::OutOfSession::Message(text) => spoken = Some(text),
+                    ask::OutOfSession::Connect(made) => route = Some(made),
+                    ask::OutOfSession::Refused => {
+                        spoken = Some(settings.no_route_message.clone());
+                        route = None;
+                    }
+                    ask::OutOfSession::NoAnswer => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let (ncco, pairing_id, callee) = match (spoken, route) {
+        (Some(text), route) => (
+            Ncco::talk(&text, &settings.message_language),
+            route.and_then(|r| r.pairing_id()),
+            None,
+        ),
+        (
+            None,
+            Some(Route::Connect {
+                pairing_id,
+                callee,
+                callee_proxy,
+            }),
+        ) => {
             let ncco = Ncco::connect(
                 &callee,
                 &callee_proxy,
@@ -276,12 +336,12 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
             );
             (ncco, Some(pairing_id), Some(callee))
         }
-        Some(Route::Ended { pairing_id }) => (
+        (None, Some(Route::Ended { pairing_id })) => (
             Ncco::talk(&settings.pairing_ended_message, &settings.message_language),
             Some(pairing_id),
             None,
         ),
-        _ => (
+        (None, _) => (
             Ncco::talk(&settings.no_route_message, &settings.message_language),
             None,
             None,
@@ -300,7 +360,7 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         "answered inbound call"
     );
     let call = CallRecord {
-        id: CallId::new(),
+        id: call_id,
         conversation_uuid: request.conversation_uuid,
         uuid: request.uuid,
         pairing_id,
@@ -308,7 +368,7 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         proxy_number: dialled,
         callee: callee.map(|c| c.expose().to_owned()),
         outcome,
-        started_at: chrono::Utc::now(),
+        started_at,
         endpoint_type: request.endpoint_type,
     };
     metrics::counter!("answer_outcomes_total", "outcome" => outcome.as_str()).increment(1);

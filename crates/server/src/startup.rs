@@ -11,7 +11,8 @@ use tokio::sync::Notify;
 use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
-use voice_proxy_callbacks::{Sender, dispatch_forever};
+use voice_proxy_callbacks::{Intercept, Question, Sender, dispatch_forever};
+use voice_proxy_http::ask::Questions;
 use voice_proxy_http::deadline::{Guarded, limit_body};
 use voice_proxy_http::telemetry::{MaskedRootSpan, echo_request_id};
 use voice_proxy_http::{Shared, configure};
@@ -80,6 +81,21 @@ impl Application {
         })?;
         let mirror = Arc::new(RouteMirror::new(settings.route_mirror.lease));
         let ledger = Arc::new(LoadLedger::new());
+        let questions = Questions {
+            intercept: settings
+                .callbacks
+                .intercept
+                .clone()
+                .map(|(question, on_failure)| Intercept {
+                    question: Question::new(question, sender.clone()),
+                    on_failure,
+                }),
+            out_of_session: settings
+                .callbacks
+                .out_of_session
+                .clone()
+                .map(|question| Question::new(question, sender.clone())),
+        };
         let shared = Shared::new(
             settings.http.clone(),
             recorder.clone(),
@@ -87,6 +103,7 @@ impl Application {
             ledger.clone(),
             health,
             outbox.clone(),
+            questions,
         );
         if !shared.verifier.enabled() {
             tracing::warn!(

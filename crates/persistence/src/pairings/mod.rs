@@ -2,6 +2,7 @@
 //! for routing, close, expiry changes, listing.
 
 mod create;
+pub mod lookup;
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};

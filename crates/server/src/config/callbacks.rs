@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use voice_proxy_callbacks::DispatchSettings;
-use voice_proxy_domain::callbacks::RetrySchedule;
+use voice_proxy_callbacks::{DispatchSettings, OnFailure, QuestionSettings, is_signing_secret};
+use voice_proxy_domain::callbacks::{CallbackUrl, RetrySchedule};
 
 use super::env::Env;
 
@@ -16,6 +16,54 @@ pub struct CallbackSettings {
     /// `WEBHOOK_RETRY_SCHEDULE`, `WEBHOOK_TIMEOUT_MS`, `WEBHOOK_CONCURRENCY`,
     /// `WEBHOOK_ENDPOINT_CONCURRENCY`, `WEBHOOK_POLL_INTERVAL_MS`.
     pub dispatch: DispatchSettings,
+    /// `INTERCEPT_URL`, `INTERCEPT_SECRET`, `INTERCEPT_TIMEOUT_MS` (default 300),
+    /// `INTERCEPT_ON_FAILURE` (`allow`, the default, or `deny`); none without the URL.
+    pub intercept: Option<(QuestionSettings, OnFailure)>,
+    /// `OUT_OF_SESSION_URL`, `OUT_OF_SESSION_SECRET`, `OUT_OF_SESSION_TIMEOUT_MS` (default 500);
+    /// none without the URL.
+    pub out_of_session: Option<QuestionSettings>,
+}
+
+/// The longest a question may hold up the answer: Vonage waits a few seconds for it, and the
+/// caller hears nothing meanwhile.
+const MAX_QUESTION_MS: u64 = 3000;
+
+/// A question's URL, secret and deadline, from `{prefix}_URL`, `{prefix}_SECRET` and
+/// `{prefix}_TIMEOUT_MS`; none when the URL is unset. A URL without a secret is an error: a
+/// question is never sent unsigned.
+fn question(
+    env: &Env,
+    prefix: &str,
+    default_timeout_ms: u64,
+    allow_http: bool,
+) -> anyhow::Result<Option<QuestionSettings>> {
+    let (url_name, secret_name, timeout_name) = (
+        format!("{prefix}_URL"),
+        format!("{prefix}_SECRET"),
+        format!("{prefix}_TIMEOUT_MS"),
+    );
+    let Some(url) = env.string(&url_name) else {
+        return Ok(None);
+    };
+    let url = CallbackUrl::parse(url.trim(), allow_http)
+        .map_err(|e| anyhow::anyhow!("{url_name}: {e}"))?;
+    let secret = env.string(&secret_name).map(|s| s.trim().to_owned());
+    let secret = match secret {
+        Some(s) if is_signing_secret(&s) => s,
+        Some(_) => anyhow::bail!(
+            "{secret_name} is not a Standard Webhooks secret: `whsec_` followed by base64"
+        ),
+        None => anyhow::bail!(
+            "{url_name} is set without {secret_name}: the requests must be signed; set a \
+             `whsec_` secret (e.g. `whsec_` and `openssl rand -base64 32`)"
+        ),
+    };
+    let timeout = env.within(&timeout_name, default_timeout_ms, 10..=MAX_QUESTION_MS)?;
+    Ok(Some(QuestionSettings {
+        url: url.as_str().to_owned(),
+        secret,
+        timeout: Duration::from_millis(timeout),
+    }))
 }
 
 impl CallbackSettings {
@@ -25,8 +73,17 @@ impl CallbackSettings {
             Some(s) => RetrySchedule::parse(s.trim())
                 .map_err(|e| anyhow::anyhow!("WEBHOOK_RETRY_SCHEDULE: {e}"))?,
         };
+        let allow_http = env.parse("WEBHOOK_ALLOW_HTTP", false)?;
+        let on_failure = env.choice(
+            "INTERCEPT_ON_FAILURE",
+            OnFailure::Allow,
+            OnFailure::parse,
+            "allow, deny",
+        )?;
         Ok(Self {
-            allow_http: env.parse("WEBHOOK_ALLOW_HTTP", false)?,
+            allow_http,
+            intercept: question(env, "INTERCEPT", 300, allow_http)?.map(|q| (q, on_failure)),
+            out_of_session: question(env, "OUT_OF_SESSION", 500, allow_http)?,
             dispatch: DispatchSettings {
                 schedule,
                 timeout: Duration::from_millis(env.within(
@@ -76,12 +133,50 @@ mod tests {
             ("WEBHOOK_ALLOW_HTTP", "yes"),
             ("WEBHOOK_TIMEOUT_MS", "0"),
             ("WEBHOOK_CONCURRENCY", "0"),
+            ("INTERCEPT_ON_FAILURE", "maybe"),
         ] {
             let err = with(&[(name, value)], |env| {
                 CallbackSettings::from_env(env).map(drop)
             })
             .unwrap_err();
             assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_question_needs_a_signing_secret_and_a_short_deadline() {
+        const URL: (&str, &str) = ("INTERCEPT_URL", "https://backend.example.com/intercept");
+        const SECRET: (&str, &str) = ("INTERCEPT_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        with(&[URL, SECRET], |env| {
+            let s = CallbackSettings::from_env(env)?;
+            let (q, on_failure) = s.intercept.expect("an intercept");
+            assert_eq!(q.timeout, Duration::from_millis(300));
+            assert_eq!(on_failure, OnFailure::Allow);
+            assert!(s.out_of_session.is_none());
+            Ok(())
+        })
+        .unwrap();
+        for (vars, named) in [
+            (vec![URL], "INTERCEPT_SECRET"),
+            (
+                vec![URL, ("INTERCEPT_SECRET", "hunter2")],
+                "INTERCEPT_SECRET",
+            ),
+            (
+                vec![("INTERCEPT_URL", "http://backend.example.com/i"), SECRET],
+                "INTERCEPT_URL",
+            ),
+            (
+                vec![URL, SECRET, ("INTERCEPT_TIMEOUT_MS", "10000")],
+                "INTERCEPT_TIMEOUT_MS",
+            ),
+            (
+                vec![("OUT_OF_SESSION_URL", "https://backend.example.com/o")],
+                "OUT_OF_SESSION_SECRET",
+            ),
+        ] {
+            let err = with(&vars, |env| CallbackSettings::from_env(env).map(drop)).unwrap_err();
+            assert!(err.to_string().contains(named), "{named}: {err}");
         }
     }
 }

@@ -17,6 +17,7 @@ mod openapi;
 mod pairings;
 mod privacy;
 mod private_pg;
+mod questions;
 mod receiver;
 mod resilience;
 mod retention;

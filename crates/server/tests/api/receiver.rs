@@ -17,6 +17,8 @@ use crate::helpers::wait_until;
 pub enum Reply {
     /// This status, with an empty body.
     Status(u16),
+    /// 200 with this JSON body.
+    Json(Value),
     /// Waits this long, then answers the inner reply.
     After(Duration, Box<Reply>),
 }
@@ -210,6 +212,7 @@ async fn answer(mut reply: Reply) -> HttpResponse {
                 )
                 .finish();
             }
+            Reply::Json(body) => return HttpResponse::Ok().json(body),
             Reply::After(wait, then) => {
                 tokio::time::sleep(wait).await;
                 reply = *then;
