@@ -60,7 +60,8 @@ CREATE TABLE webhook_deliveries (
     CONSTRAINT webhook_deliveries_state_known CHECK (state IN ('pending', 'succeeded', 'failed')),
     CONSTRAINT webhook_deliveries_finished_when CHECK ((state = 'pending') = (finished_at IS NULL))
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at, seq)
+    WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_in_order ON webhook_deliveries (endpoint_id, ordering_key, seq)
     WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_by_message ON webhook_deliveries (message_id);
