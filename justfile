@@ -84,6 +84,10 @@ fuzz seconds="180" *targets:
 bench:
     scripts/bench-calls.sh
 
+# Callbacks benchmark: deliveries/s to local receivers; answer rate and p99 with 3 endpoints (1 dead) vs none
+bench-callbacks:
+    scripts/bench-callbacks.sh
+
 # Pairing benchmark: seed 1M pairings, pgbench, creates over HTTP, answer latency; see BENCHMARKS.md
 bench-pairings:
     scripts/bench-pairings.sh

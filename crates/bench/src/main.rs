@@ -7,6 +7,8 @@
 //!   number) pairs read from a file or sampled from the database, optionally at a fixed rate;
 //!   prints requests/s, latency percentiles and how many calls were connected.
 //!
+//! - `receiver`: a callback endpoint that answers at once, or never (`just bench-callbacks`).
+//!
 //! - `failover`: steady calls and creates through a crash, a failover and a switchover of a
 //!   Patroni cluster, then checks that nothing acknowledged was lost (`just test-ha`).
 //!
@@ -14,6 +16,7 @@
 
 mod failover;
 mod numbers;
+mod receiver;
 mod stats;
 
 use std::fmt::Write as _;
@@ -45,6 +48,8 @@ enum Mode {
     Answer(AnswerArgs),
     /// Calls and creates through faults of a Patroni cluster; checks nothing acknowledged is lost.
     Failover(failover::FailoverArgs),
+    /// A callback endpoint that answers 204 at once, or never.
+    Receiver(receiver::ReceiverArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -116,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         Mode::Pairings(args) => pairings(args).await,
         Mode::Answer(args) => answer(args).await,
         Mode::Failover(args) => failover::run(args).await,
+        Mode::Receiver(args) => receiver::run(args).await,
     }
 }
 
