@@ -25,7 +25,7 @@ pub struct DispatchSettings {
     pub timeout: Duration,
     /// Deliveries sent at once, in all.
     pub concurrency: usize,
-    /// Deliveries sent at once to one endpoint (a claim may add up to this many again).
+    /// Deliveries sent at once to one endpoint.
     pub per_endpoint: usize,
     /// How often the database is asked for due deliveries when nothing woke the dispatcher
     /// (deliveries written by another instance, retries coming due).
@@ -49,8 +49,17 @@ pub async fn dispatch_forever(
     let mut per_endpoint: HashMap<EndpointId, usize> = HashMap::new();
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     loop {
+        // A claim takes up to `want` deliveries for each endpoint that is not busy, so `want`
+        // is no more than the room the fullest of those has left: no endpoint ever has more
+        // than `per_endpoint` in flight from this instance.
         let room = settings.concurrency.saturating_sub(in_flight.len());
-        let want = room.min(settings.per_endpoint.max(1));
+        let fullest = per_endpoint
+            .values()
+            .copied()
+            .filter(|n| *n < settings.per_endpoint)
+            .max()
+            .unwrap_or(0);
+        let want = room.min(settings.per_endpoint.max(1) - fullest);
         let mut claimed_all = false;
         if want > 0 {
             let busy: Vec<EndpointId> = per_endpoint
@@ -146,7 +155,7 @@ async fn deliver(
         AfterAttempt::Failed => "failed",
     };
     metrics::counter!("callback_deliveries_total", "result" => outcome).increment(1);
-    metrics::histogram!("callback_delivery_seconds").record(latency.as_secs_f64());
+    metrics::histogram!("callback_delivery_duration_seconds").record(latency.as_secs_f64());
     if !succeeded {
         tracing::info!(
             endpoint_id = %due.endpoint_id,

@@ -452,7 +452,8 @@ async fn fold(
         "UPDATE calls c
             SET status = u.status, answered_at = u.answered_at, ended_at = u.ended_at,
                 duration_seconds = u.duration, price = u.price::numeric,
-                callee_answered_at = u.callee_answered_at, over_at = u.over_at
+                callee_answered_at = COALESCE(c.callee_answered_at, u.callee_answered_at),
+                over_at = COALESCE(c.over_at, u.over_at)
            FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[],
                        $5::bigint[], $6::text[], $7::timestamptz[], $8::timestamptz[])
                 AS u(id, status, answered_at, ended_at, duration, price, callee_answered_at,

@@ -96,6 +96,19 @@ impl Application {
                 .clone()
                 .map(|question| Question::new(question, sender.clone())),
         };
+        if let Some((q, on_failure)) = &settings.callbacks.intercept {
+            tracing::info!(
+                timeout_ms = q.timeout.as_millis() as u64,
+                on_failure = ?on_failure,
+                "calls are put to the intercept (INTERCEPT_URL) before they are connected"
+            );
+        }
+        if let Some(q) = &settings.callbacks.out_of_session {
+            tracing::info!(
+                timeout_ms = q.timeout.as_millis() as u64,
+                "calls without an active pairing are put to OUT_OF_SESSION_URL"
+            );
+        }
         let shared = Shared::new(
             settings.http.clone(),
             recorder.clone(),

@@ -355,14 +355,17 @@ pub async fn retry(
     Ok(updated.rows_affected() > 0)
 }
 
-/// Pending deliveries, and how long the oldest due one has waited past its due time (zero when
-/// none is overdue), for the metrics.
+/// Pending deliveries (those waiting for a disabled endpoint included), and how long the oldest
+/// due one to an enabled endpoint has waited past its due time (zero when none is overdue), for
+/// the metrics.
 pub async fn backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     sqlx::query_as(
         "SELECT count(*),
-                COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)
-                                 FILTER (WHERE next_attempt_at <= now())), 0)::float8
-           FROM webhook_deliveries WHERE state = 'pending'",
+                COALESCE(EXTRACT(EPOCH FROM now() - min(d.next_attempt_at)
+                                 FILTER (WHERE d.next_attempt_at <= now() AND NOT e.disabled)),
+                         0)::float8
+           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+          WHERE d.state = 'pending'",
     )
     .fetch_one(pool)
     .await

@@ -517,3 +517,34 @@ async fn endpoints_are_checked_and_their_secret_is_shown_once() {
     let r = strict.get("/v1/webhook-endpoints/not-a-uuid").await;
     assert_problem(r, StatusCode::BAD_REQUEST).await;
 }
+
+#[tokio::test]
+async fn a_dead_endpoint_does_not_hold_up_the_others() {
+    let app = spawn_app_with(&[
+        ("WEBHOOK_ALLOW_HTTP", "true"),
+        ("WEBHOOK_POLL_INTERVAL_MS", "100"),
+        ("WEBHOOK_TIMEOUT_MS", "20000"),
+        ("WEBHOOK_ENDPOINT_CONCURRENCY", "2"),
+    ])
+    .await;
+    // Accepts every request and answers none within the 20 s timeout.
+    let dead = Receiver::start(Reply::After(
+        Duration::from_secs(60),
+        Box::new(Reply::Status(200)),
+    ));
+    let live = Receiver::start(Reply::Status(200));
+    add_endpoint(&app, &dead.url, None).await;
+    add_endpoint(&app, &live.url, None).await;
+    let numbers: Vec<String> = (0..10).map(|i| format!("121255501{i:02}")).collect();
+    app.add_numbers(&numbers.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let made = 10;
+    for i in 0..made {
+        app.pair(&format!("164655502{i:02}"), &format!("164655503{i:02}"))
+            .await;
+    }
+    // Every message reaches the live endpoint long before the dead one's first attempts time
+    // out, while the dead one holds only its own two slots.
+    live.wait_for(made, Duration::from_secs(10)).await;
+    assert!(dead.received().len() <= 2, "{}", dead.received().len());
+}
