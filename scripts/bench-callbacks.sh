@@ -8,15 +8,17 @@
 #     and one that accepts requests and never answers (a dead endpoint: every attempt to it waits
 #     the whole WEBHOOK_TIMEOUT_MS), and serves voice-proxy with an endpoint for each, subscribed
 #     to every event type;
-#  4. in $ROUNDS rounds, alternately: the answer webhook under wrk with the endpoints disabled
-#     (no message is written: the baseline) and with them enabled (every call writes a
-#     call.started message for three endpoints and the dispatcher sends them meanwhile);
+#  4. in $ROUNDS rounds, alternately: the answer webhook with the endpoints disabled (no message
+#     is written: the baseline) and with them enabled (every call writes a call.started message
+#     for three endpoints and the dispatcher sends them meanwhile), each time twice: at saturation
+#     under wrk, and at a fixed $RATE answers/s (`voice-proxy-bench answer --rate`, latency from
+#     each request's scheduled time);
 #  5. after each enabled phase, lets the dispatcher work through the backlog for $DRAIN s with
 #     no load and counts the deliveries that succeeded: callbacks delivered per second;
 #  6. prints each phase, the medians and the ratios (enabled / disabled).
 #
 # Settings: BENCH_DB, BENCH_PG_URL (server without a database), CONNECTIONS=64, DURATION=15,
-# DRAIN=20, ROUNDS=2, WRK_THREADS=2, KEEP=1 (keep the database), SERVER_ENV="K=V".
+# RATE=1000, DRAIN=20, ROUNDS=2, WRK_THREADS=2, KEEP=1 (keep the database), SERVER_ENV="K=V".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,7 @@ PG_URL="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}"
 CONNECTIONS="${CONNECTIONS:-64}"
 DURATION="${DURATION:-15}"
 DRAIN="${DRAIN:-20}"
+RATE="${RATE:-1000}"
 ROUNDS="${ROUNDS:-2}"
 WRK_THREADS="${WRK_THREADS:-2}"
 OUT="${BENCH_OUT:-target/bench-callbacks}"
@@ -148,6 +151,13 @@ for round in $(seq "$ROUNDS"); do
         psql_db "$DB" -qc "CHECKPOINT"
         say "round $round: answer webhook, callbacks $phase"
         read -r rps p99 bad < <(run_wrk "answer-$round-$phase")
+        wait_spool
+        "$BENCH" answer --base-url "$base" --pairs-file "$OUT/pairs.txt" --clients 64 \
+            --rate "$RATE" --duration "$DURATION" --warmup 2 --timeout 10 \
+            --summary "$OUT/rate-$round-$phase.env" > "$OUT/rate-$round-$phase.txt"
+        rate_p99=$(awk -F= '/^ANSWER_P99_MS=/{print $2}' "$OUT/rate-$round-$phase.env")
+        rate_p50=$(awk -F= '/^ANSWER_P50_MS=/{print $2}' "$OUT/rate-$round-$phase.env")
+        rate_bad=$(awk -F= '/^ANSWER_NOT_OK=/{print $2}' "$OUT/rate-$round-$phase.env")
         delivered="-"
         if [ "$phase" = on ]; then
             wait_spool
@@ -158,8 +168,9 @@ for round in $(seq "$ROUNDS"); do
             delivered=$(( (end - start) / DRAIN ))
         fi
         written=$(psql_db "$DB" -tAc "SELECT count(*) FROM webhook_deliveries")
-        echo "$round $phase $rps $p99 $bad $delivered $written" | tee -a "$OUT/phases.txt" >&2
-        [ "$bad" = 0 ] || say "warning: $bad answers were not 2xx"
+        echo "$round $phase $rps $p99 $bad $delivered $written $rate_p50 $rate_p99 $rate_bad" |
+            tee -a "$OUT/phases.txt" >&2
+        [ "$bad" = 0 ] && [ "$rate_bad" = 0 ] || say "warning: some answers were not 200"
     done
 done
 pending=$(curl -fs "$base/metrics" | awk '/^callback_deliveries_pending /{print $2}')
@@ -174,11 +185,13 @@ on = [r for r in rows if r[1] == "on"]
 med = lambda rs, i: statistics.median(float(r[i]) for r in rs)
 print("voice-proxy callbacks benchmark: 100,000 active pairings; endpoints: 2 answering 204, 1 never answering")
 print(f"machine: $(nproc) cores; wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s on the answer webhook; drain window ${DRAIN} s")
-print(f"{'round':>6}{'callbacks':>11}{'answers/s':>11}{'p99 ms':>9}{'non-2xx':>9}{'delivered/s':>13}")
+print(f"{'':17}{'-- saturation (wrk) --':>29}{'-- at $RATE/s --':>20}")
+print(f"{'round':>6}{'callbacks':>11}{'answers/s':>11}{'p99 ms':>9}{'non-2xx':>9}{'p50 ms':>10}{'p99 ms':>10}{'delivered/s':>13}")
 for r in rows:
-    print(f"{r[0]:>6}{r[1]:>11}{float(r[2]):>11.0f}{float(r[3]):>9.2f}{r[4]:>9}{r[5]:>13}")
+    print(f"{r[0]:>6}{r[1]:>11}{float(r[2]):>11.0f}{float(r[3]):>9.2f}{r[4]:>9}{float(r[7]):>10.2f}{float(r[8]):>10.2f}{r[5]:>13}")
 print(f"median answers/s: off {med(off, 2):.0f}, on {med(on, 2):.0f}; ratio on/off {med(on, 2) / med(off, 2):.3f}")
-print(f"median answer p99 ms: off {med(off, 3):.2f}, on {med(on, 3):.2f}")
+print(f"median answer p99 ms at saturation: off {med(off, 3):.2f}, on {med(on, 3):.2f}")
+print(f"median answer p50 / p99 ms at $RATE/s: off {med(off, 7):.2f} / {med(off, 8):.2f}, on {med(on, 7):.2f} / {med(on, 8):.2f}")
 print(f"median callbacks delivered/s (two live endpoints, with a backlog): {med(on, 5):.0f}")
 print(f"at the end: pending deliveries {sys.argv[2]}, oldest overdue {sys.argv[3]} s; {sys.argv[4]}")
 PY
