@@ -121,11 +121,11 @@ pub struct CreateEndpointRequest {
     /// it), without credentials or a fragment.
     #[schema(max_length = 2048, examples("https://backend.example.com/voice-proxy"))]
     pub url: String,
-    /// The event types to receive; leave it out for every type.
-    #[schema(min_items = 1, nullable = false)]
+    /// The event types to receive; leave it out (or `null`) for every type.
+    #[schema(min_items = 1)]
     pub event_types: Option<Vec<EventTypeName>>,
     /// What the endpoint is, for people; at most 256 characters.
-    #[schema(min_length = 1, max_length = 256, nullable = false)]
+    #[schema(min_length = 1, max_length = 256)]
     pub description: Option<String>,
 }
 
@@ -134,8 +134,9 @@ pub struct CreateEndpointRequest {
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"disabled": true})))]
 pub struct UpdateEndpointRequest {
-    #[schema(max_length = 2048, nullable = false)]
-    pub url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(max_length = 2048, nullable = false, value_type = Option<String>)]
+    pub url: Option<Option<String>>,
     /// The event types to receive; `null` for every type.
     #[serde(default, deserialize_with = "present")]
     #[schema(min_items = 1)]
@@ -145,8 +146,9 @@ pub struct UpdateEndpointRequest {
     #[schema(min_length = 1, max_length = 256)]
     pub description: Option<Option<String>>,
     /// A disabled endpoint is sent nothing: no new messages, and its pending deliveries wait.
-    #[schema(nullable = false)]
-    pub disabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = Option<bool>)]
+    pub disabled: Option<Option<bool>>,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from a field left out (`None`, by `default`).
@@ -400,8 +402,13 @@ pub async fn update_endpoint(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_endpoint_id(&path)?;
     let body = body.into_inner();
+    let not_null = |field: &str| ApiError::validation(format!("{field} cannot be null"));
     let changes = EndpointChanges {
-        url: body.url.map(|u| callback_url(&state, &u)).transpose()?,
+        url: match body.url {
+            None => None,
+            Some(None) => return Err(not_null("url")),
+            Some(Some(u)) => Some(callback_url(&state, &u)?),
+        },
         event_types: match body.event_types {
             None => None,
             Some(None) => Some(EventTypes::All),
@@ -412,7 +419,11 @@ pub async fn update_endpoint(
             Some(None) => Some(None),
             Some(Some(d)) => Some(Some(description(d)?)),
         },
-        disabled: body.disabled,
+        disabled: match body.disabled {
+            None => None,
+            Some(None) => return Err(not_null("disabled")),
+            Some(Some(d)) => Some(d),
+        },
     };
     let endpoint = endpoints::update(&state.pool, id, &changes)
         .await?

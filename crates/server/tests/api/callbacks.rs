@@ -504,6 +504,23 @@ async fn endpoints_are_checked_and_their_secret_is_shown_once() {
     let changed: Value = r.json().await.unwrap();
     assert_eq!(changed["event_types"], json!(["call.ended"]));
     assert_eq!(changed["description"], Value::Null);
+    for cleared in [json!({"url": null}), json!({"disabled": null})] {
+        let r = strict
+            .patch_json(&format!("/v1/webhook-endpoints/{id}"), &cleared)
+            .await;
+        let body = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert!(body["detail"].as_str().unwrap().contains("cannot be null"));
+    }
+    // null is what the API shows for "every type", and may be sent back.
+    let r = strict
+        .post_json(
+            "/v1/webhook-endpoints",
+            &json!({"url": "https://backend.example.com/other", "event_types": null,
+                    "description": null}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.json::<Value>().await.unwrap()["event_types"], Value::Null);
 
     assert_eq!(
         strict
