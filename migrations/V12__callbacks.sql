@@ -40,6 +40,8 @@ CREATE TABLE webhook_messages (
     ordering_key text,
     created_at   timestamptz NOT NULL DEFAULT now()
 );
+-- The retention purge deletes messages by age.
+CREATE INDEX webhook_messages_by_age ON webhook_messages (created_at);
 
 -- One message to one endpoint. `pending` until it succeeds or its retries are used up.
 -- An instance sending it holds a lease (`leased_until`), so that no other sends it at the same

@@ -1,7 +1,8 @@
 //! Retention: after a pairing has been over for the retention period, the participants' real
 //! numbers are replaced by a keyed hash in pairings, call records and stored events. Rows,
 //! counts and timings stay; the same number always hashes to the same value under one key, so
-//! "how many calls did this (hashed) person make" stays answerable.
+//! "how many calls did this (hashed) person make" stays answerable. Callback messages (which
+//! carry no real number) are deleted after the same period, once no endpoint is waiting for them.
 
 use chrono::Duration;
 use sqlx::PgPool;
@@ -14,6 +15,8 @@ pub struct PurgeReport {
     pub participants: u64,
     pub calls: u64,
     pub events: u64,
+    /// Callback messages deleted, with their deliveries and attempts.
+    pub callback_messages: u64,
 }
 
 /// Replaces real numbers older than `older_than` by `hmac:<hex>` computed with `key`. Runs in
@@ -29,7 +32,34 @@ pub async fn purge(
         participants: in_batches(pool, PURGE_PARTICIPANTS, secs, key).await?,
         calls: in_batches(pool, PURGE_CALLS, secs, key).await?,
         events: in_batches(pool, PURGE_EVENTS, secs, key).await?,
+        callback_messages: delete_old_messages(pool, secs).await?,
     })
+}
+
+/// Deletes the callback messages made more than `secs` ago whose every delivery has finished
+/// (their deliveries and attempts go with them), in batches.
+async fn delete_old_messages(pool: &PgPool, secs: f64) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM webhook_messages
+              WHERE id IN (
+                    SELECT m.id FROM webhook_messages m
+                     WHERE m.created_at < now() - make_interval(secs => $1)
+                       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                                        WHERE d.message_id = m.id AND d.state = 'pending')
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(secs)
+        .bind(BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
 }
 
 /// Runs one purge statement (binds: period in seconds, key, batch size) until a batch changes

@@ -166,12 +166,13 @@ async fn purge_command() -> anyhow::Result<()> {
     };
     println!(
         "replaced the numbers of {} participants, {} calls and {} events older than {} days, \
-         and of {} dead-lettered records",
+         and of {} dead-lettered records; deleted {} callback messages",
         report.participants,
         report.calls,
         report.events,
         after.num_days(),
         dead_letters,
+        report.callback_messages,
     );
     Ok(())
 }

@@ -373,7 +373,8 @@ async fn purge_forever(pool: PgPool, spool: Arc<Spool>, retention: RetentionSett
                 participants = r.participants,
                 calls = r.calls,
                 events = r.events,
-                "replaced old numbers by their keyed hash"
+                callback_messages = r.callback_messages,
+                "replaced old numbers by their keyed hash, deleted old callback messages"
             ),
             Err(e) => tracing::warn!(error = %e, "retention purge failed; will retry"),
         }

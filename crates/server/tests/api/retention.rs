@@ -249,3 +249,71 @@ async fn the_services_keyed_hash_is_the_databases() {
         in_postgres
     );
 }
+
+#[tokio::test]
+async fn old_callback_messages_are_deleted_once_no_endpoint_waits_for_them() {
+    use crate::receiver::{Receiver, Reply};
+    let app = spawn_app_with(&crate::callbacks::CALLBACKS).await;
+    let receiver = Receiver::start(Reply::Status(200));
+    let endpoint =
+        crate::callbacks::add_endpoint(&app, &receiver.url, Some(&["pairing.created"])).await;
+    let id = endpoint["id"].as_str().unwrap();
+    app.add_numbers(&["12125550123", "12125550124", "12125550125", "12125550126"])
+        .await;
+    app.pair("16465550101", "16465550102").await;
+    app.pair("16465550103", "16465550104").await;
+    app.pair("16465550105", "16465550106").await;
+    receiver
+        .wait_for(3, std::time::Duration::from_secs(10))
+        .await;
+    crate::helpers::wait_until(
+        "the three deliveries to be recorded",
+        std::time::Duration::from_secs(10),
+        async || {
+            app.count("SELECT count(*) FROM webhook_deliveries WHERE state = 'succeeded'")
+                .await
+                == 3
+        },
+    )
+    .await;
+    // The endpoint is disabled and the second message sent again by hand: it waits, pending.
+    let r = app
+        .patch_json(
+            &format!("/v1/webhook-endpoints/{id}"),
+            &serde_json::json!({"disabled": true}),
+        )
+        .await;
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM webhook_messages ORDER BY seq")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    let r = app
+        .post_json(
+            &format!("/v1/webhook-endpoints/{id}/deliveries/{}/retry", ids[1]),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    // The first two are 31 days old; the third is new.
+    sqlx::query(
+        "UPDATE webhook_messages SET created_at = now() - interval '31 days' WHERE id = ANY($1)",
+    )
+    .bind(&ids[..2])
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let stdout = run_purge(&app).await;
+    assert!(stdout.contains("deleted 1 callback messages"), "{stdout}");
+    let left: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM webhook_messages ORDER BY seq")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ids[1..]);
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_attempts").await,
+        2,
+        "the deleted message's attempt went with it"
+    );
+}
