@@ -49,25 +49,15 @@ pub async fn dispatch_forever(
     let mut per_endpoint: HashMap<EndpointId, usize> = HashMap::new();
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     loop {
-        // A claim takes up to `want` deliveries for each endpoint that is not busy, so `want`
-        // is no more than the room the fullest of those has left: no endpoint ever has more
-        // than `per_endpoint` in flight from this instance.
-        let room = settings.concurrency.saturating_sub(in_flight.len());
-        let fullest = per_endpoint
-            .values()
-            .copied()
-            .filter(|n| *n < settings.per_endpoint)
-            .max()
-            .unwrap_or(0);
-        let want = room.min(settings.per_endpoint.max(1) - fullest);
+        let want = settings.concurrency.saturating_sub(in_flight.len());
         let mut claimed_all = false;
         if want > 0 {
-            let busy: Vec<EndpointId> = per_endpoint
+            let busy: Vec<(EndpointId, u32)> = per_endpoint
                 .iter()
-                .filter(|(_, n)| **n >= settings.per_endpoint)
-                .map(|(e, _)| *e)
+                .map(|(e, n)| (*e, u32::try_from(*n).unwrap_or(u32::MAX)))
                 .collect();
-            match deliveries::claim(&pool, want as u32, lease, &busy).await {
+            let cap = u32::try_from(settings.per_endpoint).unwrap_or(u32::MAX);
+            match deliveries::claim(&pool, want as u32, cap, lease, &busy).await {
                 Ok(due) => {
                     claimed_all = due.len() == want;
                     for d in due {

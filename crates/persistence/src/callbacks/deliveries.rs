@@ -49,15 +49,15 @@ struct DueRow {
 /// longer is cancelled by Postgres and the dispatcher tries again.
 const CLAIM_TIMEOUT: &str = "5s";
 
-/// Claims up to `limit` due deliveries, none to the endpoints in `busy`, each leased for
-/// `lease`.
+/// Claims up to `limit` due deliveries, each leased for `lease`, and for each endpoint no more
+/// than `per_endpoint` less what `in_flight` says it has in flight.
 ///
 /// The claim must not depend on the table's statistics: the deliveries table grows from empty
 /// to millions of rows within minutes when an endpoint is down, and a plan made while it was
 /// small (the per-key check as a scan of every pending delivery for each due one, under a sort
 /// of every due delivery) ran for minutes on millions. So the planner is kept to index scans
-/// for this one transaction: for each enabled endpoint that is not busy, its due deliveries in
-/// the order of `webhook_deliveries_due`, stopping at `limit` (so a dead endpoint's backlog is
+/// for this one transaction: for each enabled endpoint, its due deliveries in the order of
+/// `webhook_deliveries_due`, stopping at the endpoint's room (so a dead endpoint's backlog is
 /// never read while it is busy), and the per-key check (is this the oldest pending delivery of
 /// its key?) as one probe of `webhook_deliveries_in_order` for each, the only index in that
 /// order. Sorting the few candidates is the one sort left. (The penalty the planner puts on the
@@ -65,8 +65,9 @@ const CLAIM_TIMEOUT: &str = "5s";
 pub async fn claim(
     pool: &PgPool,
     limit: u32,
+    per_endpoint: u32,
     lease: Duration,
-    busy: &[EndpointId],
+    in_flight: &[(EndpointId, u32)],
 ) -> Result<Vec<Due>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query(
@@ -82,6 +83,7 @@ pub async fn claim(
         "WITH due AS (
              SELECT c.endpoint_id, c.message_id
                FROM webhook_endpoints e
+               LEFT JOIN unnest($3::uuid[], $4::int8[]) AS f(id, n) ON f.id = e.id
               CROSS JOIN LATERAL (
                     SELECT d.endpoint_id, d.message_id, d.next_attempt_at, d.seq
                       FROM webhook_deliveries d
@@ -96,9 +98,9 @@ pub async fn claim(
                                          ORDER BY b.endpoint_id, b.ordering_key, b.seq
                                          LIMIT 1))
                      ORDER BY d.endpoint_id, d.next_attempt_at, d.seq
-                     LIMIT $1
+                     LIMIT GREATEST($5 - COALESCE(f.n, 0), 0)
                        FOR UPDATE OF d SKIP LOCKED) c
-              WHERE NOT e.disabled AND e.id <> ALL($3)
+              WHERE NOT e.disabled
               ORDER BY c.next_attempt_at, c.seq
               LIMIT $1
          )
@@ -116,7 +118,19 @@ pub async fn claim(
     )
     .bind(i64::from(limit))
     .bind(lease.as_secs_f64())
-    .bind(busy.iter().map(|e| e.as_uuid()).collect::<Vec<_>>())
+    .bind(
+        in_flight
+            .iter()
+            .map(|(e, _)| e.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        in_flight
+            .iter()
+            .map(|(_, n)| i64::from(*n))
+            .collect::<Vec<_>>(),
+    )
+    .bind(i64::from(per_endpoint))
     // Planned afresh each time, for the table as it is now: a plan kept from when it was
     // nearly empty made every claim take over a second once it held a million rows.
     .persistent(false)
@@ -171,7 +185,16 @@ pub async fn finish(
                     leased_until = NULL, retry_once = false,
                     finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END
               WHERE endpoint_id = $1 AND message_id = $2 AND attempts = $5
-             RETURNING endpoint_id, message_id
+             RETURNING endpoint_id, message_id, ordering_key, seq
+         ), behind AS (
+             -- The messages queued behind a retried one are not due before it.
+             UPDATE webhook_deliveries q
+                SET next_attempt_at = GREATEST(q.next_attempt_at,
+                                               now() + make_interval(secs => $4))
+               FROM d
+              WHERE $4::float8 IS NOT NULL
+                AND q.endpoint_id = d.endpoint_id AND q.ordering_key = d.ordering_key
+                AND q.state = 'pending' AND q.seq > d.seq
          )
          INSERT INTO webhook_attempts
              (endpoint_id, message_id, attempt, at, status_code, latency_ms, error)

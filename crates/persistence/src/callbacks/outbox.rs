@@ -22,6 +22,9 @@ pub struct Outbox {
     wanted: AtomicU16,
     known: AtomicBool,
     written: Notify,
+    /// One read at a time, so that a read begun before an endpoint changed cannot store what
+    /// it saw after a read begun since.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Outbox {
@@ -38,6 +41,7 @@ impl Outbox {
     /// Reads which types the enabled endpoints subscribe to. On failure, every type counts as
     /// wanted until the next read succeeds.
     pub async fn refresh(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let lists: Result<Vec<Option<Vec<String>>>, sqlx::Error> =
             sqlx::query_scalar("SELECT event_types FROM webhook_endpoints WHERE NOT disabled")
                 .fetch_all(pool)
@@ -96,10 +100,13 @@ impl Outbox {
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
                           WITH ORDINALITY AS m(id, event_type, body, ordering_key, n)
              ), targets AS (
+                 -- Locked against a concurrent delete, which would otherwise fail this insert
+                 -- (and the change it is written with) on the foreign key.
                  SELECT m.id AS message_id, e.id AS endpoint_id
                    FROM m JOIN webhook_endpoints e
                      ON NOT e.disabled
                     AND (e.event_types IS NULL OR m.event_type = ANY(e.event_types))
+                    FOR KEY SHARE OF e
              ), inserted AS (
                  INSERT INTO webhook_messages (id, event_type, body, ordering_key)
                  SELECT id, event_type, body, ordering_key FROM m
@@ -107,8 +114,16 @@ impl Outbox {
                   ORDER BY n
                  RETURNING id, seq, ordering_key
              ), delivered AS (
-                 INSERT INTO webhook_deliveries (endpoint_id, message_id, seq, ordering_key)
-                 SELECT t.endpoint_id, i.id, i.seq, i.ordering_key
+                 -- A message queued behind a pending one of its key is not due before that one
+                 -- (so that the claim, which reads due deliveries in order, meets the head of
+                 -- each key first rather than everything queued behind a retrying message).
+                 INSERT INTO webhook_deliveries
+                        (endpoint_id, message_id, seq, ordering_key, next_attempt_at)
+                 SELECT t.endpoint_id, i.id, i.seq, i.ordering_key,
+                        GREATEST(now(), (SELECT max(b.next_attempt_at) FROM webhook_deliveries b
+                                          WHERE b.endpoint_id = t.endpoint_id
+                                            AND b.ordering_key = i.ordering_key
+                                            AND b.state = 'pending'))
                    FROM inserted i JOIN targets t ON t.message_id = i.id
                  RETURNING 1
              )

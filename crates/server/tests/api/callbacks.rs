@@ -565,3 +565,41 @@ async fn a_dead_endpoint_does_not_hold_up_the_others() {
     live.wait_for(made, Duration::from_secs(10)).await;
     assert!(dead.received().len() <= 2, "{}", dead.received().len());
 }
+
+#[tokio::test]
+async fn messages_queued_behind_a_retrying_one_are_not_due_before_it() {
+    let app = spawn_app_with(&[
+        ("WEBHOOK_ALLOW_HTTP", "true"),
+        ("WEBHOOK_RETRY_SCHEDULE", "1h"),
+        ("WEBHOOK_POLL_INTERVAL_MS", "100"),
+    ])
+    .await;
+    let failing = Receiver::start(Reply::Status(503));
+    let live = Receiver::start(Reply::Status(200));
+    let stuck = add_endpoint(&app, &failing.url, None).await;
+    add_endpoint(&app, &live.url, None).await;
+    app.add_numbers(&["12125550123", "12125550124"]).await;
+    let p = app.pair(PARTICIPANTS[0], PARTICIPANTS[1]).await;
+    let id = p["id"].as_str().unwrap();
+    failing.wait_for(1, Duration::from_secs(10)).await;
+    // The first message now waits an hour for its retry; what follows about the pairing queues
+    // behind it.
+    for ttl in [7200, 7300, 7400] {
+        let r = app
+            .patch_json(&format!("/v1/pairings/{id}"), &json!({"ttl_seconds": ttl}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    live.wait_for(4, Duration::from_secs(10)).await;
+    let early: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_deliveries d
+          WHERE d.endpoint_id = $1::uuid AND d.state = 'pending'
+            AND d.next_attempt_at < now() + interval '50 minutes'",
+    )
+    .bind(stuck["id"].as_str().unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(early, 0, "every queued message waits for the retrying one");
+    assert_eq!(failing.received().len(), 1, "and none is sent meanwhile");
+}
