@@ -109,3 +109,5 @@ ALTER TABLE calls VALIDATE CONSTRAINT calls_outcome_known;
 -- when this is first set.
 ALTER TABLE calls ADD COLUMN callee_answered_at timestamptz,
                   ADD COLUMN over_at timestamptz;
+-- Calls from before: told nothing, and not told now when a late event arrives for one.
+UPDATE calls SET callee_answered_at = answered_at, over_at = ended_at WHERE ended_at IS NOT NULL;

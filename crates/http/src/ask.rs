@@ -55,6 +55,12 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
+/// The part of a question's deadline the database lookup before it may take: a stalled
+/// database must leave the question its time, so it goes without what the lookup would add.
+fn lookup_budget(timeout: Duration) -> Duration {
+    (timeout / 3).min(Duration::from_millis(100))
+}
+
 /// Asks the intercept about a call routed to a pairing. The labels and reference are read
 /// within the same deadline; if they cannot be, the question goes without them.
 pub async fn intercept(
@@ -65,7 +71,7 @@ pub async fn intercept(
 ) -> Verdict {
     let deadline = Instant::now() + intercept.question.timeout();
     let labels = tokio::time::timeout(
-        remaining(deadline),
+        lookup_budget(intercept.question.timeout()),
         call_labels(&state.pool, pairing_id, call.caller),
     )
     .await
@@ -142,7 +148,7 @@ pub async fn out_of_session(
 ) -> OutOfSession {
     let deadline = Instant::now() + question.timeout();
     let recent = tokio::time::timeout(
-        remaining(deadline),
+        lookup_budget(question.timeout()),
         most_recent_on(&state.pool, call.caller, call.dialled),
     )
     .await
@@ -184,9 +190,10 @@ pub async fn out_of_session(
 /// number, otherwise.
 async fn connect(state: &AppState, body: Value, call: &Inbound<'_>) -> Result<Route, String> {
     let request: CreatePairingRequest = serde_json::from_value(body).map_err(|e| {
+        // The error's category only: serde's message may quote a value, a number say.
         format!(
-            "the pairing is not a pairing create body: {}",
-            mask_digit_runs(&e.to_string())
+            "the pairing is not a pairing create body ({:?} error)",
+            e.classify()
         )
     })?;
     let mut new = parse_request(request, state.settings.default_ttl_seconds)
@@ -206,19 +213,24 @@ async fn connect(state: &AppState, body: Value, call: &Inbound<'_>) -> Result<Ro
         }
         _ => *keeps = Some(dialled),
     }
-    let created = tokio::time::timeout(
-        state.settings.answer_db_timeout,
-        pairings::create(
-            &state.pool,
-            &state.ledger,
-            &state.outbox,
-            &new,
-            &state.settings.allocation,
-        ),
-    )
-    .await
-    .map_err(|_| "the database did not make the pairing in time".to_owned())?
-    .map_err(|e| format!("the pairing was refused: {}", refusal(&e)))?;
+    // Run to its end in a task of its own, so that the timeout never cuts it off in the middle
+    // (a create stopped during its commit would leave a pairing made and its load uncounted);
+    // past the timeout the call is refused and the create finishes or rolls back on its own.
+    let (pool, ledger, outbox) = (
+        state.pool.clone(),
+        state.ledger.clone(),
+        state.outbox.clone(),
+    );
+    let allocation = state.settings.allocation;
+    let creating =
+        tokio::spawn(
+            async move { pairings::create(&pool, &ledger, &outbox, &new, &allocation).await },
+        );
+    let created = tokio::time::timeout(state.settings.answer_db_timeout, creating)
+        .await
+        .map_err(|_| "the database did not make the pairing in time".to_owned())?
+        .map_err(|_| "the pairing create stopped".to_owned())?
+        .map_err(|e| format!("the pairing was refused: {}", refusal(&e)))?;
     let pairing = match created {
         CreateOutcome::Created(p) | CreateOutcome::Existing(p) => p,
     };

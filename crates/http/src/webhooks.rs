@@ -236,6 +236,7 @@ fn refusal(req: &HttpRequest, e: SignatureError) -> ApiError {
 /// Decides the NCCO for an inbound call and records the call. Always a 200 with a valid NCCO:
 /// an HTTP error would make Vonage retry, then fall back, while the caller waits.
 pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
+    let answering_since = std::time::Instant::now();
     let settings = &state.settings;
     let caller = CallerId::from_webhook(
         request.from.as_deref(),
@@ -372,17 +373,30 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         endpoint_type: request.endpoint_type,
     };
     metrics::counter!("answer_outcomes_total", "outcome" => outcome.as_str()).increment(1);
-    record_call(state, call).await;
+    // What is left of the time the whole answer may take, however long the questions took.
+    let left = ANSWER_BUDGET.saturating_sub(answering_since.elapsed());
+    record_call(
+        state,
+        call,
+        settings.answer_deadline.min(left).max(MIN_RECORD_WAIT),
+    )
+    .await;
     HttpResponse::Ok().json(ncco)
 }
+
+/// The most an answer takes, lookups, questions and the record's wait together (Vonage gives up
+/// on an answer URL after a few seconds and the call fails): the record waits only for what is
+/// left, and at least [`MIN_RECORD_WAIT`].
+const ANSWER_BUDGET: std::time::Duration = std::time::Duration::from_millis(4000);
+const MIN_RECORD_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Records the call, waiting for it to be durable for at most the answer deadline: a stalled
 /// disk must not keep the caller waiting (Vonage gives up after 5 s and the call fails). Past the
 /// deadline the record goes on to the spool, and to Postgres, in the background.
-async fn record_call(state: &AppState, call: CallRecord) {
+async fn record_call(state: &AppState, call: CallRecord, deadline: std::time::Duration) {
     let recorder = state.recorder.clone();
     let mut recording = Box::pin(async move { recorder.record(Record::Call(call)).await });
-    match tokio::time::timeout(state.settings.answer_deadline, &mut recording).await {
+    match tokio::time::timeout(deadline, &mut recording).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "could not record the call"),
         Err(_) => {

@@ -320,7 +320,12 @@ async fn call_contexts(
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, CallContext>, sqlx::Error> {
     let rows: Vec<ContextRow> = sqlx::query_as(
-        "SELECT c.id, c.conversation_uuid, c.outcome, c.pairing_id, c.proxy_number, c.started_at,
+        "SELECT c.id, c.conversation_uuid, c.outcome, c.pairing_id,
+                -- The number dialled, when it is one of ours (a SIP or app call's `to` may not
+                -- be a number of the pool, and could be a person's).
+                CASE WHEN EXISTS (SELECT 1 FROM pool_numbers n WHERE n.number = c.proxy_number)
+                     THEN c.proxy_number END AS proxy_number,
+                c.started_at,
                 p.reference, a.label AS caller_label, b.label AS callee_label
            FROM calls c
            LEFT JOIN pairings p ON p.id = c.pairing_id

@@ -42,6 +42,10 @@ impl CallbackUrl {
             _ if allow_http => return Err(CallbackUrlError::NotHttp),
             _ => return Err(CallbackUrlError::NotHttps),
         }
+        // Normalising (percent-encoding, punycode) can lengthen it.
+        if url.as_str().chars().count() > MAX_URL_LEN {
+            return Err(CallbackUrlError::TooLong);
+        }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(CallbackUrlError::NoHost);
         }
@@ -105,6 +109,13 @@ mod tests {
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
         assert_eq!(
             CallbackUrl::parse(&long, true),
+            Err(CallbackUrlError::TooLong)
+        );
+        // Short enough as given, too long once percent-encoded (six characters each).
+        let spaces = format!("https://example.com/{}", "é".repeat(500));
+        assert!(spaces.chars().count() <= MAX_URL_LEN);
+        assert_eq!(
+            CallbackUrl::parse(&spaces, true),
             Err(CallbackUrlError::TooLong)
         );
     }
