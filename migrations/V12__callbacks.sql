@@ -46,8 +46,12 @@ CREATE INDEX webhook_messages_by_age ON webhook_messages (created_at);
 -- One message to one endpoint. `pending` until it succeeds or its retries are used up.
 -- An instance sending it holds a lease (`leased_until`), so that no other sends it at the same
 -- time; a lease that runs out (the instance died) frees it for another attempt.
+-- No foreign key to webhook_endpoints: a message written while its endpoint is being deleted
+-- must not fail the change it is written with (a pairing create, a call record). Deleting an
+-- endpoint deletes its deliveries; one written by a transaction racing the delete is never
+-- claimed (the claim joins the endpoint) and goes with its message at the retention purge.
 CREATE TABLE webhook_deliveries (
-    endpoint_id     uuid        NOT NULL REFERENCES webhook_endpoints ON DELETE CASCADE,
+    endpoint_id     uuid        NOT NULL,
     message_id      uuid        NOT NULL REFERENCES webhook_messages ON DELETE CASCADE,
     seq             bigint      NOT NULL,
     ordering_key    text,

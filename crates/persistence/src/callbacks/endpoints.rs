@@ -205,10 +205,17 @@ pub async fn update(
 /// Deletes an endpoint with its secrets and deliveries; whether there was one.
 #[tracing::instrument(skip_all, fields(endpoint_id = %id))]
 pub async fn delete(pool: &PgPool, id: EndpointId) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
         .bind(id.as_uuid())
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    // Its deliveries (and their attempts) go with it; nothing else points at an endpoint.
+    sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
+        .bind(id.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(deleted.rows_affected() > 0)
 }
 

@@ -100,13 +100,10 @@ impl Outbox {
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
                           WITH ORDINALITY AS m(id, event_type, body, ordering_key, n)
              ), targets AS (
-                 -- Locked against a concurrent delete, which would otherwise fail this insert
-                 -- (and the change it is written with) on the foreign key.
                  SELECT m.id AS message_id, e.id AS endpoint_id
                    FROM m JOIN webhook_endpoints e
                      ON NOT e.disabled
                     AND (e.event_types IS NULL OR m.event_type = ANY(e.event_types))
-                    FOR KEY SHARE OF e
              ), inserted AS (
                  INSERT INTO webhook_messages (id, event_type, body, ordering_key)
                  SELECT id, event_type, body, ordering_key FROM m

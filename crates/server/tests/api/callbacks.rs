@@ -313,6 +313,15 @@ async fn a_message_that_fails_every_attempt_is_marked_failed_and_can_be_sent_aga
         )
         .await;
     assert_problem(r, StatusCode::NOT_FOUND).await;
+
+    // Deleting the endpoint deletes its deliveries and their attempts.
+    let r = app.delete(&format!("/v1/webhook-endpoints/{id}")).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries").await,
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 0);
 }
 
 #[tokio::test]
