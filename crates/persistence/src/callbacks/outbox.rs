@@ -111,21 +111,8 @@ impl Outbox {
                   ORDER BY n
                  RETURNING id, seq, ordering_key
              ), delivered AS (
-                 -- A message queued behind a pending one of its key is not due before that one
-                 -- (so that the claim, which reads due deliveries in order, meets the head of
-                 -- each key first rather than everything queued behind a retrying message).
-                 -- Along a key the due times only rise, so the last one queued is the latest:
-                 -- one probe of webhook_deliveries_in_order, backwards.
-                 INSERT INTO webhook_deliveries
-                        (endpoint_id, message_id, seq, ordering_key, next_attempt_at)
-                 SELECT t.endpoint_id, i.id, i.seq, i.ordering_key,
-                        GREATEST(now(), (SELECT b.next_attempt_at FROM webhook_deliveries b
-                                          WHERE b.endpoint_id = t.endpoint_id
-                                            AND b.ordering_key = i.ordering_key
-                                            AND b.state = 'pending'
-                                          ORDER BY b.endpoint_id DESC, b.ordering_key DESC,
-                                                   b.seq DESC
-                                          LIMIT 1))
+                 INSERT INTO webhook_deliveries (endpoint_id, message_id, seq, ordering_key)
+                 SELECT t.endpoint_id, i.id, i.seq, i.ordering_key
                    FROM inserted i JOIN targets t ON t.message_id = i.id
                  RETURNING 1
              )

@@ -583,7 +583,11 @@ async fn messages_queued_behind_a_retrying_one_are_not_due_before_it() {
         ("WEBHOOK_POLL_INTERVAL_MS", "100"),
     ])
     .await;
-    let failing = Receiver::start(Reply::Status(503));
+    // Fails each attempt after a second, while more messages about the pairing are written.
+    let failing = Receiver::start(Reply::After(
+        Duration::from_secs(1),
+        Box::new(Reply::Status(503)),
+    ));
     let live = Receiver::start(Reply::Status(200));
     let stuck = add_endpoint(&app, &failing.url, None).await;
     add_endpoint(&app, &live.url, None).await;
@@ -591,8 +595,8 @@ async fn messages_queued_behind_a_retrying_one_are_not_due_before_it() {
     let p = app.pair(PARTICIPANTS[0], PARTICIPANTS[1]).await;
     let id = p["id"].as_str().unwrap();
     failing.wait_for(1, Duration::from_secs(10)).await;
-    // The first message now waits an hour for its retry; what follows about the pairing queues
-    // behind it.
+    // The first attempt is under way; what follows about the pairing queues behind it, and
+    // when the attempt fails, waits the hour of its retry with it.
     for ttl in [7200, 7300, 7400] {
         let r = app
             .patch_json(&format!("/v1/pairings/{id}"), &json!({"ttl_seconds": ttl}))
@@ -600,6 +604,18 @@ async fn messages_queued_behind_a_retrying_one_are_not_due_before_it() {
         assert_eq!(r.status(), StatusCode::OK);
     }
     live.wait_for(4, Duration::from_secs(10)).await;
+    wait_until(
+        "the first attempt to fail",
+        Duration::from_secs(5),
+        async || {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM webhook_attempts")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap_or(0)
+                >= 5
+        },
+    )
+    .await;
     let early: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM webhook_deliveries d
           WHERE d.endpoint_id = $1::uuid AND d.state = 'pending'
