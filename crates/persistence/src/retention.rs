@@ -39,9 +39,8 @@ pub async fn purge(
 /// Deletes the callback messages made more than `secs` ago whose every delivery has finished
 /// (their deliveries and attempts go with them), in batches.
 async fn delete_old_messages(pool: &PgPool, secs: f64) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
-        let n = sqlx::query(
+    until_short_batch(|| async move {
+        let done = sqlx::query(
             "DELETE FROM webhook_messages
               WHERE id IN (
                     SELECT m.id FROM webhook_messages m
@@ -53,13 +52,10 @@ async fn delete_old_messages(pool: &PgPool, secs: f64) -> Result<u64, sqlx::Erro
         .bind(secs)
         .bind(BATCH)
         .execute(pool)
-        .await?
-        .rows_affected();
-        total += n;
-        if n < BATCH as u64 {
-            return Ok(total);
-        }
-    }
+        .await?;
+        Ok(done.rows_affected())
+    })
+    .await
 }
 
 /// Runs one purge statement (binds: period in seconds, key, batch size) until a batch changes
@@ -70,15 +66,28 @@ async fn in_batches(
     secs: f64,
     key: &str,
 ) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
-        let n = sqlx::query(sql)
+    until_short_batch(|| async move {
+        let done = sqlx::query(sql)
             .bind(secs)
             .bind(key)
             .bind(BATCH)
             .execute(pool)
-            .await?
-            .rows_affected();
+            .await?;
+        Ok(done.rows_affected())
+    })
+    .await
+}
+
+/// Runs `batch` (which changes at most [`BATCH`] rows) until it changes fewer; returns the rows
+/// changed in all.
+async fn until_short_batch<F, Fut>(mut batch: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut total = 0;
+    loop {
+        let n = batch().await?;
         total += n;
         if n < BATCH as u64 {
             return Ok(total);
