@@ -8,6 +8,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use voice_proxy_domain::callbacks;
+use voice_proxy_domain::{EndpointId, MessageId};
 use voice_proxy_persistence::callbacks::deliveries::{self, AttemptRecord, Delivery};
 use voice_proxy_persistence::callbacks::endpoints;
 
@@ -180,7 +181,7 @@ pub async fn get_delivery(
     let (id, message) = (parse_endpoint_id(&path.0)?, parse_message_id(&path.1)?);
     let delivery = deliveries::get(&state.pool, id, message)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no message {message} for endpoint {id}")))?;
+        .ok_or_else(|| no_message(id, message))?;
     Ok(HttpResponse::Ok().json(DeliveryResponse::from(delivery)))
 }
 
@@ -207,7 +208,7 @@ pub async fn retry_delivery(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, message) = (parse_endpoint_id(&path.0)?, parse_message_id(&path.1)?);
-    let missing = || ApiError::not_found(format!("no message {message} for endpoint {id}"));
+    let missing = || no_message(id, message);
     if !deliveries::retry(&state.pool, id, message).await? {
         return Err(missing());
     }
@@ -217,4 +218,8 @@ pub async fn retry_delivery(
         .ok_or_else(missing)?;
     tracing::info!(endpoint_id = %id, message_id = %message, "callback delivery to be sent again");
     Ok(HttpResponse::Accepted().json(DeliveryResponse::from(delivery)))
+}
+
+fn no_message(endpoint: EndpointId, message: MessageId) -> ApiError {
+    ApiError::not_found(format!("no message {message} for endpoint {endpoint}"))
 }
