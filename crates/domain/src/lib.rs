@@ -4,6 +4,7 @@
 
 pub mod allocation;
 pub mod call;
+pub mod call_options;
 pub mod callbacks;
 pub mod id;
 pub mod ncco;

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use thiserror::Error;
 
+use crate::call_options::CallOptionsOverrides;
 use crate::id::PairingId;
 use crate::phone::PhoneNumber;
 use crate::text;
@@ -61,6 +62,50 @@ pub struct Participant {
     pub label: Option<String>,
     /// The pool number this participant dials to reach the other one.
     pub proxy_number: PhoneNumber,
+    /// With PIN access: what this participant types, calling their proxy number from another
+    /// phone, to be connected as if from their own.
+    pub pin: Option<Pin>,
+}
+
+/// A participant's PIN: digits only. Shown only through [`Pin::expose`], so that it cannot reach a
+/// log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin(String);
+
+/// The shortest and longest PIN a service may be configured for.
+pub const MIN_PIN_LENGTH: usize = 4;
+pub const MAX_PIN_LENGTH: usize = 10;
+
+impl Pin {
+    /// A PIN as stored or typed: `None` unless it is 4 to 10 digits.
+    pub fn parse(digits: &str) -> Option<Self> {
+        ((MIN_PIN_LENGTH..=MAX_PIN_LENGTH).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Self(digits.to_owned()))
+    }
+
+    /// A PIN of `length` digits from `random`: one byte source per digit, each read by rejection
+    /// so that every digit is equally likely.
+    pub fn generate(length: usize, mut random_byte: impl FnMut() -> u8) -> Self {
+        let mut digits = String::with_capacity(length);
+        while digits.len() < length {
+            let b = random_byte();
+            if b < 250 {
+                digits.push(char::from(b'0' + b % 10));
+            }
+        }
+        Self(digits)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pin(****)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +116,10 @@ pub struct Pairing {
     pub expires_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
     pub participants: [Participant; 2],
+    /// The call options this pairing sets; the rest follow the service's defaults.
+    pub call_options: CallOptionsOverrides,
+    /// Whether each participant has a PIN to call from another phone.
+    pub pin_access: bool,
     /// The database's clock when the row was read: the status is judged by it.
     pub read_at: DateTime<Utc>,
 }
@@ -96,6 +145,10 @@ pub struct NewPairing {
     pub participants: [ParticipantRequest; 2],
     pub ttl: Duration,
     pub reference: Option<String>,
+    /// Checked by the caller ([`CallOptionsOverrides::validate`]); none by default.
+    pub call_options: CallOptionsOverrides,
+    /// With PIN access, how many digits each participant's PIN has; `None` without.
+    pub pin_digits: Option<usize>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -150,11 +203,14 @@ impl NewPairing {
             participants: [a, b],
             ttl,
             reference,
+            call_options: CallOptionsOverrides::default(),
+            pin_digits: None,
         })
     }
 
     /// Whether an existing pairing is this same request again (a client retry): the same people
-    /// in the same order with the same labels.
+    /// in the same order with the same labels. (The call options and PIN access are not
+    /// compared: a retry gets the pairing as it is.)
     pub fn is_same_request_as(&self, existing: &[(PhoneNumber, Option<String>); 2]) -> bool {
         self.participants
             .iter()
@@ -180,6 +236,18 @@ mod tests {
             label: Some("driver".into()),
             proxy_number: None,
         }
+    }
+
+    #[test]
+    fn pins_are_digits_of_a_bounded_length_and_never_shown_by_debug() {
+        assert!(Pin::parse("0123").is_some());
+        assert!(Pin::parse("123").is_none());
+        assert!(Pin::parse("12345678901").is_none());
+        assert!(Pin::parse("12a4").is_none());
+        let mut bytes = [255u8, 3, 17, 250, 9, 0].into_iter().cycle();
+        let pin = Pin::generate(4, || bytes.next().unwrap());
+        assert_eq!(pin.expose(), "3790", "bytes of 250 and above are skipped");
+        assert_eq!(format!("{pin:?}"), "Pin(****)");
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Routing: what an inbound call to a proxy number does.
 
+use std::sync::Arc;
+
+use crate::call_options::CallOptionsOverrides;
 use crate::id::PairingId;
 use crate::phone::PhoneNumber;
 
@@ -11,6 +14,9 @@ pub enum Route {
         pairing_id: PairingId,
         callee: PhoneNumber,
         callee_proxy: PhoneNumber,
+        /// The pairing's call options and what a whisper may name; `None` when the pairing sets
+        /// no option and nothing needs its names.
+        details: Option<Arc<RouteDetails>>,
     },
     /// The caller's pairing on this number has ended (closed or expired).
     Ended { pairing_id: PairingId },
@@ -26,4 +32,13 @@ impl Route {
             Self::None => None,
         }
     }
+}
+
+/// What a route knows of its pairing beyond the numbers: the call options the pairing sets, and
+/// the caller's label and the pairing's reference, which a whisper may name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteDetails {
+    pub options: CallOptionsOverrides,
+    pub caller_label: Option<String>,
+    pub reference: Option<String>,
 }

@@ -17,7 +17,7 @@ use voice_proxy_domain::callbacks::{
     out_of_session_body,
 };
 use voice_proxy_domain::phone::mask_digit_runs;
-use voice_proxy_domain::routing::Route;
+use voice_proxy_domain::routing::{Route, RouteDetails};
 use voice_proxy_domain::{CallId, CallOutcome, PairingId, PairingStatus, PhoneNumber};
 use voice_proxy_persistence::pairings::lookup::{call_labels, most_recent_on};
 use voice_proxy_persistence::pairings::{self, CreateOutcome};
@@ -196,7 +196,7 @@ async fn connect(state: &AppState, body: Value, call: &Inbound<'_>) -> Result<Ro
             e.classify()
         )
     })?;
-    let mut new = parse_request(request, state.settings.default_ttl_seconds)
+    let mut new = parse_request(request, state)
         .map_err(|e| format!("the pairing is not valid: {}", mask_digit_runs(&e.detail)))?;
     let position = new
         .participants
@@ -244,10 +244,16 @@ async fn connect(state: &AppState, body: Value, call: &Inbound<'_>) -> Result<Ro
         return Err("an existing pairing with that reference does not route this call".into());
     }
     tracing::info!(pairing_id = %pairing.id, "pairing made for an out-of-session call");
+    let details = RouteDetails {
+        options: pairing.call_options.clone(),
+        caller_label: caller.label.clone(),
+        reference: pairing.reference.clone(),
+    };
     Ok(Route::Connect {
         pairing_id: pairing.id,
         callee: callee.number.clone(),
         callee_proxy: callee.proxy_number.clone(),
+        details: Some(std::sync::Arc::new(details)),
     })
 }
 
@@ -263,6 +269,7 @@ fn refusal(e: &pairings::CreatePairingError) -> &'static str {
         }
         E::PoolExhausted { .. } => "no pool number is free for the other participant",
         E::Contention => "too many concurrent requests for the same participants",
+        E::PinsExhausted => "no PIN is free on a proxy number",
         E::Database(_) => "a database error",
     }
 }

@@ -54,6 +54,13 @@ pub enum CallOutcomeName {
     OutOfSessionConnected,
     /// No active pairing; the pairing the marketplace asked for could not be made.
     OutOfSessionRefused,
+    /// Not a participant of the dialled number, which has PIN access: asked for a PIN, and
+    /// neither connected nor refused (the caller hung up, or it is still going on).
+    PinPrompted,
+    /// Connected by a participant's PIN, as that participant.
+    PinRouted,
+    /// Asked for a PIN and refused: every attempt wrong, or the caller was throttled.
+    PinRefused,
 }
 
 impl From<CallOutcome> for CallOutcomeName {
@@ -69,6 +76,9 @@ impl From<CallOutcome> for CallOutcomeName {
             CallOutcome::OutOfSessionMessage => Self::OutOfSessionMessage,
             CallOutcome::OutOfSessionConnected => Self::OutOfSessionConnected,
             CallOutcome::OutOfSessionRefused => Self::OutOfSessionRefused,
+            CallOutcome::PinPrompted => Self::PinPrompted,
+            CallOutcome::PinRouted => Self::PinRouted,
+            CallOutcome::PinRefused => Self::PinRefused,
         }
     }
 }

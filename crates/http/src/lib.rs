@@ -10,10 +10,12 @@ pub mod deadline;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod nccos;
 pub mod numbers;
 pub mod openapi;
 pub mod pagination;
 pub mod pairings;
+pub mod pin;
 pub mod signature;
 pub mod telemetry;
 pub mod webhook_endpoints;
@@ -53,8 +55,10 @@ pub struct HttpSettings {
     /// Public base URL of this service, for `eventUrl` in NCCOs; without it Vonage sends the
     /// connected leg's events to the application's event URL.
     pub public_base_url: Option<String>,
-    /// How long the callee's phone rings before Vonage gives up.
-    pub ring_timeout_seconds: u32,
+    /// The call options of a pairing that sets none: announcement, whisper, recording, the
+    /// call's time limit and how long the callee's phone rings.
+    pub call_defaults: voice_proxy_domain::call_options::CallOptions,
+    pub pin: PinSettings,
     pub allocation: AllocationPolicy,
     pub signature: signature::SignatureSettings,
     /// How long the answer webhook waits for the database before it routes from memory.
@@ -66,6 +70,18 @@ pub struct HttpSettings {
     pub answer_deadline: std::time::Duration,
     /// Whether callback endpoints may be plain `http://` URLs.
     pub callback_allow_http: bool,
+}
+
+/// PIN access: how PINs are made and asked for.
+#[derive(Debug, Clone)]
+pub struct PinSettings {
+    /// Digits in a PIN (`PIN_LENGTH`).
+    pub digits: usize,
+    /// PINs a caller may type in one call before the call is refused (`PIN_ATTEMPTS`).
+    pub attempts: i64,
+    /// The prompt, and the prompt after a wrong PIN.
+    pub prompt: String,
+    pub retry: String,
 }
 
 /// What every handler shares.

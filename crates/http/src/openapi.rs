@@ -33,7 +33,7 @@ use crate::{api_keys, calls, numbers, pairings, webhook_endpoints};
         pairings::create_pairing,
         pairings::list_pairings,
         pairings::get_pairing,
-        pairings::change_expiry,
+        pairings::change_pairing,
         pairings::close_pairing,
         calls::list_calls,
         calls::get_call,

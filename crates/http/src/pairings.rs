@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+use voice_proxy_domain::call_options::{CallOptions, CallOptionsOverrides};
 use voice_proxy_domain::pairing::NewPairingError;
 use voice_proxy_domain::pairing::Pairing;
 use voice_proxy_domain::pairing::{
@@ -13,7 +14,8 @@ use voice_proxy_domain::pairing::{
 use voice_proxy_domain::text::has_hidden_characters;
 use voice_proxy_domain::{NewPairing, PairingId, PairingStatus, ParticipantRequest};
 use voice_proxy_persistence::pairings::{
-    self, ChangeExpiryError, CreateOutcome, CreatePairingError, NewExpiry, PairingFilter,
+    self, ChangePairingError, CreateOutcome, CreatePairingError, NewExpiry, PairingChange,
+    PairingFilter,
 };
 
 use crate::auth::admin;
@@ -37,7 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/pairings/{id}")
             .route(admin(web::get().to(get_pairing)))
-            .route(admin(web::patch().to(change_expiry)))
+            .route(admin(web::patch().to(change_pairing)))
             .default_service(method_not_allowed("GET, PATCH")),
     )
     .service(
@@ -67,6 +69,104 @@ pub struct CreatePairingRequest {
     /// reference returns the existing pairing.
     #[schema(min_length = 1, max_length = 128)]
     pub reference: Option<String>,
+    /// What calls through this pairing do besides connecting; unset options follow the
+    /// service's defaults.
+    pub call_options: Option<CallOptionsBody>,
+    /// Gives each participant a numeric `pin`: calling their proxy number from another phone,
+    /// they type it to be connected as themselves. Needs `PUBLIC_BASE_URL`.
+    #[schema(nullable = false)]
+    pub pin_access: Option<bool>,
+}
+
+/// Call options as a client sets them. Each is optional; an unset one follows the service's
+/// default. `null` for `announcement` or `whisper` means none (even if the service has a
+/// default one).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({
+    "announcement": "This call may be recorded.",
+    "whisper": "Your {label} for order {reference}",
+    "record": true,
+    "max_call_seconds": 1800,
+    "ring_timeout_seconds": 30
+})))]
+pub struct CallOptionsBody {
+    /// Played to the caller before the call is connected; 1 to 1500 characters, no run of 7 or
+    /// more digits.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1500)]
+    pub announcement: Option<Option<String>>,
+    /// Played to the callee when they pick up, before the call is bridged; may name the
+    /// caller's label and the pairing's reference as `{label}` and `{reference}`; 1 to 300
+    /// characters, no run of 7 or more digits. Needs `PUBLIC_BASE_URL`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 300)]
+    pub whisper: Option<Option<String>>,
+    /// Record calls (both sides, one channel each). Needs `PUBLIC_BASE_URL`.
+    #[schema(nullable = false)]
+    pub record: Option<bool>,
+    /// The longest a call may last, 1 to 7200 seconds.
+    #[schema(minimum = 1, maximum = 7200, nullable = false)]
+    pub max_call_seconds: Option<i64>,
+    /// How long the callee's phone rings, 3 to 7200 seconds.
+    #[schema(minimum = 3, maximum = 7200, nullable = false)]
+    pub ring_timeout_seconds: Option<i64>,
+}
+
+/// A field that is present, even as `null`, is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+impl CallOptionsBody {
+    /// The options as the domain has them, checked; a feature that needs Vonage to call us back
+    /// is refused without a public URL.
+    fn parse(self, public_base_url: Option<&str>) -> Result<CallOptionsOverrides, ApiError> {
+        let seconds = |name: &str, v: Option<i64>, min: i64| {
+            v.map(|v| {
+                u32::try_from(v)
+                    .ok()
+                    .filter(|v| i64::from(*v) >= min && *v <= 7200)
+                    .ok_or_else(|| {
+                        ApiError::validation(format!(
+                            "call_options.{name} must be between {min} and 7200"
+                        ))
+                    })
+            })
+            .transpose()
+        };
+        let overrides = CallOptionsOverrides {
+            announcement: self.announcement,
+            whisper: self.whisper,
+            record: self.record,
+            max_call_seconds: seconds("max_call_seconds", self.max_call_seconds, 1)?,
+            ring_timeout_seconds: seconds("ring_timeout_seconds", self.ring_timeout_seconds, 3)?,
+        };
+        overrides
+            .validate()
+            .map_err(|e| ApiError::validation(e.to_string()))?;
+        if public_base_url.is_none() {
+            let needs = if matches!(overrides.whisper, Some(Some(_))) {
+                Some("call_options.whisper")
+            } else if overrides.record == Some(true) {
+                Some("call_options.record")
+            } else {
+                None
+            };
+            if let Some(field) = needs {
+                return Err(needs_public_url(field));
+            }
+        }
+        Ok(overrides)
+    }
+}
+
+/// The 422 for a feature that needs Vonage to call this service back, without a public URL.
+fn needs_public_url(field: &str) -> ApiError {
+    ApiError::validation(format!(
+        "{field} needs this service's public URL (PUBLIC_BASE_URL), which is not set: Vonage \
+         calls the service back for it"
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -114,6 +214,24 @@ pub struct PairingResponse {
     #[schema(required = true)]
     pub closed_at: Option<DateTime<Utc>>,
     pub participants: Vec<ParticipantResponse>,
+    /// The options calls through this pairing get now: those it sets, and the service's
+    /// defaults for the rest.
+    pub call_options: CallOptionsResponse,
+    /// Whether each participant has a `pin` for calling from another phone.
+    pub pin_access: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CallOptionsResponse {
+    #[schema(required = true)]
+    pub announcement: Option<String>,
+    #[schema(required = true)]
+    pub whisper: Option<String>,
+    pub record: bool,
+    #[schema(minimum = 1, maximum = 7200)]
+    pub max_call_seconds: u32,
+    #[schema(minimum = 3, maximum = 7200)]
+    pub ring_timeout_seconds: u32,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -125,11 +243,17 @@ pub struct ParticipantResponse {
     /// The number this participant dials to reach the other one (and sees them call from).
     #[schema(pattern = "^[1-9][0-9]{5,14}$")]
     pub proxy_number: String,
+    /// With PIN access: what this participant types when calling their proxy number from
+    /// another phone. Give it to them alone.
+    #[schema(required = true, pattern = "^[0-9]{4,10}$")]
+    pub pin: Option<String>,
 }
 
-impl From<Pairing> for PairingResponse {
-    fn from(p: Pairing) -> Self {
+impl PairingResponse {
+    /// The pairing as the API shows it, its options resolved against `defaults`.
+    pub fn new(p: Pairing, defaults: &CallOptions) -> Self {
         let status = p.status().into();
+        let options = p.call_options.resolve(defaults);
         Self {
             id: p.id.as_uuid(),
             status,
@@ -144,16 +268,36 @@ impl From<Pairing> for PairingResponse {
                     number: x.number.expose().to_owned(),
                     label: x.label,
                     proxy_number: x.proxy_number.expose().to_owned(),
+                    pin: x.pin.map(|pin| pin.expose().to_owned()),
                 })
                 .collect(),
+            call_options: CallOptionsResponse {
+                announcement: options.announcement,
+                whisper: options.whisper,
+                record: options.record,
+                max_call_seconds: options.max_call_seconds,
+                ring_timeout_seconds: options.ring_timeout_seconds,
+            },
+            pin_access: p.pin_access,
         }
     }
 }
 
 pub(crate) fn parse_request(
     body: CreatePairingRequest,
-    default_ttl: i64,
+    state: &AppState,
 ) -> Result<NewPairing, ApiError> {
+    let settings = &state.settings;
+    let public_base_url = settings.public_base_url.as_deref();
+    let call_options = body
+        .call_options
+        .map(|o| o.parse(public_base_url))
+        .transpose()?
+        .unwrap_or_default();
+    let pin_access = body.pin_access.unwrap_or(false);
+    if pin_access && public_base_url.is_none() {
+        return Err(needs_public_url("pin_access"));
+    }
     let participants = body
         .participants
         .into_iter()
@@ -169,12 +313,15 @@ pub(crate) fn parse_request(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    NewPairing::new(
+    let mut request = NewPairing::new(
         participants,
-        body.ttl_seconds.unwrap_or(default_ttl),
+        body.ttl_seconds.unwrap_or(settings.default_ttl_seconds),
         body.reference,
     )
-    .map_err(|e: NewPairingError| ApiError::validation(e.to_string()))
+    .map_err(|e: NewPairingError| ApiError::validation(e.to_string()))?;
+    request.call_options = call_options;
+    request.pin_digits = pin_access.then_some(settings.pin.digits);
+    Ok(request)
 }
 
 /// `POST /v1/pairings`: pairs two people, giving each a proxy number.
@@ -186,7 +333,7 @@ pub(crate) fn parse_request(
     responses(
         (status = 201, description = "The pairing, created.", body = PairingResponse, links(
             ("get" = (operation_id = "get_pairing", parameters(("id" = "$response.body#/id")))),
-            ("change_expiry" = (operation_id = "change_expiry", parameters(("id" = "$response.body#/id")))),
+            ("change" = (operation_id = "change_pairing", parameters(("id" = "$response.body#/id")))),
             ("close" = (operation_id = "close_pairing", parameters(("id" = "$response.body#/id")))),
         )),
         (status = 200, description = "The same request was made before with this `reference`: the existing pairing.", body = PairingResponse),
@@ -202,7 +349,8 @@ pub async fn create_pairing(
     state: web::Data<AppState>,
     body: web::Json<CreatePairingRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = parse_request(body.into_inner(), state.settings.default_ttl_seconds)?;
+    let request = parse_request(body.into_inner(), &state)?;
+    let defaults = &state.settings.call_defaults;
     match pairings::create(
         &state.pool,
         &state.ledger,
@@ -214,11 +362,11 @@ pub async fn create_pairing(
     {
         Ok(CreateOutcome::Created(p)) => {
             tracing::info!(pairing_id = %p.id, "pairing created");
-            Ok(HttpResponse::Created().json(PairingResponse::from(p)))
+            Ok(HttpResponse::Created().json(PairingResponse::new(p, defaults)))
         }
         Ok(CreateOutcome::Existing(p)) => {
             tracing::info!(pairing_id = %p.id, "pairing request repeated; returning the existing pairing");
-            Ok(HttpResponse::Ok().json(PairingResponse::from(p)))
+            Ok(HttpResponse::Ok().json(PairingResponse::new(p, defaults)))
         }
         Err(e) => Err(create_error(e)),
     }
@@ -263,6 +411,12 @@ fn create_error(e: CreatePairingError) -> ApiError {
                 ),
             },
         ),
+        CreatePairingError::PinsExhausted => ApiError::conflict(
+            "pins-exhausted",
+            "No PIN free on a proxy number",
+            "every PIN of the configured length (PIN_LENGTH) is in use on a participant's proxy \
+             number; raise PIN_LENGTH or create the pairing without pin_access",
+        ),
         CreatePairingError::Contention => {
             ApiError::unavailable("too many concurrent requests for the same participants; retry")
         }
@@ -297,7 +451,7 @@ pub async fn get_pairing(
     let pairing = pairings::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no pairing {id}")))?;
-    Ok(HttpResponse::Ok().json(PairingResponse::from(pairing)))
+    Ok(HttpResponse::Ok().json(PairingResponse::new(pairing, &state.settings.call_defaults)))
 }
 
 /// `POST /v1/pairings/{id}/close`: closes a pairing; it stops routing at once.
@@ -324,7 +478,7 @@ pub async fn close_pairing(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no pairing {id}")))?;
     tracing::info!(pairing_id = %id, status = pairing.status().as_str(), "pairing closed");
-    Ok(HttpResponse::Ok().json(PairingResponse::from(pairing)))
+    Ok(HttpResponse::Ok().json(PairingResponse::new(pairing, &state.settings.call_defaults)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -400,81 +554,110 @@ pub async fn list_pairings(
         .map_err(|_| ApiError::bad_request("malformed cursor"))?;
     let page = pairings::list(&state.pool, &filter, after, limit).await?;
     Ok(HttpResponse::Ok().json(ListResponse {
-        items: page.items.into_iter().map(PairingResponse::from).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|p| PairingResponse::new(p, &state.settings.call_defaults))
+            .collect(),
         next_cursor: page
             .next
             .map(|k| encode_cursor(CURSOR_KIND, &k.to_string())),
     }))
 }
 
-/// Exactly one of `ttl_seconds` and `expires_at`.
+/// At most one of `ttl_seconds` and `expires_at`, and `call_options`; at least one field.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(min_properties = 1, max_properties = 1, examples(json!({"ttl_seconds": 7200})))]
-pub struct ChangeExpiryRequest {
+#[schema(min_properties = 1, examples(json!({"ttl_seconds": 7200}), json!({"call_options": {"record": true}})))]
+pub struct ChangePairingRequest {
     /// The pairing expires this many seconds from now (1 s to 90 days).
     #[schema(minimum = 1, maximum = 7_776_000, nullable = false)]
     pub ttl_seconds: Option<i64>,
     /// The pairing expires at this instant (RFC 3339), in the future and at most 90 days away.
     #[schema(nullable = false)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Replaces the options it sets; the others stay as they are.
+    #[schema(nullable = false)]
+    pub call_options: Option<CallOptionsBody>,
 }
 
-/// `PATCH /v1/pairings/{id}`: moves the expiry of an active pairing.
+/// `PATCH /v1/pairings/{id}`: moves the expiry of an active pairing, or changes its call options.
 #[utoipa::path(
     patch,
     path = "/v1/pairings/{id}",
     tag = "pairings",
     params(("id" = Uuid, Path, description = "The pairing's id.")),
-    request_body = ChangeExpiryRequest,
+    request_body = ChangePairingRequest,
     responses(
-        (status = 200, description = "The pairing, with its new expiry.", body = PairingResponse),
+        (status = 200, description = "The pairing, changed.", body = PairingResponse),
         (status = 400, description = "The id is not a UUID, or the body is not JSON."),
         (status = 404, description = "No such pairing."),
         (status = 409, description = "`pairing-ended`: the pairing is closed or expired."),
         (status = 413, description = "The body is too large."),
         (status = 415, description = "The body is not `application/json`."),
-        (status = 422, description = "Not exactly one of `ttl_seconds` and `expires_at`, or out of range."),
+        (status = 422, description = "No field, both `ttl_seconds` and `expires_at`, a value out of range, or an option that needs `PUBLIC_BASE_URL` without it."),
     ),
     security(("bearer" = ["admin"]))
 )]
-pub async fn change_expiry(
+pub async fn change_pairing(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<ChangeExpiryRequest>,
+    body: web::Json<ChangePairingRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_pairing_id(&path)?;
+    let body = body.into_inner();
     let expiry = match (body.ttl_seconds, body.expires_at) {
-        (Some(ttl), None) => NewExpiry::FromNow(ttl_from_seconds(ttl).ok_or_else(|| {
-            ApiError::validation(format!(
-                "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"
-            ))
-        })?),
-        (None, Some(at)) => NewExpiry::At(at),
-        _ => {
+        (Some(ttl), None) => Some(NewExpiry::FromNow(ttl_from_seconds(ttl).ok_or_else(
+            || {
+                ApiError::validation(format!(
+                    "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"
+                ))
+            },
+        )?)),
+        (None, Some(at)) => Some(NewExpiry::At(at)),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
             return Err(ApiError::validation(
-                "give exactly one of ttl_seconds and expires_at",
+                "give at most one of ttl_seconds and expires_at",
             ));
         }
     };
+    let call_options = body
+        .call_options
+        .map(|o| o.parse(state.settings.public_base_url.as_deref()))
+        .transpose()?;
+    if expiry.is_none() && call_options.is_none() {
+        return Err(ApiError::validation(
+            "give ttl_seconds or expires_at, or call_options",
+        ));
+    }
+    let change = PairingChange {
+        expiry,
+        call_options,
+    };
     let max_ttl = chrono::Duration::seconds(MAX_TTL_SECONDS);
-    match state.routing.change_expiry(id, expiry, max_ttl).await {
+    match state.routing.change(id, &change, max_ttl).await {
         Ok(p) => {
-            tracing::info!(pairing_id = %id, expires_at = %p.expires_at, "pairing expiry changed");
-            Ok(HttpResponse::Ok().json(PairingResponse::from(p)))
+            tracing::info!(
+                pairing_id = %id,
+                expires_at = %p.expires_at,
+                options_changed = change.call_options.is_some(),
+                "pairing changed"
+            );
+            Ok(HttpResponse::Ok().json(PairingResponse::new(p, &state.settings.call_defaults)))
         }
-        Err(ChangeExpiryError::NotFound) => Err(ApiError::not_found(format!("no pairing {id}"))),
-        Err(ChangeExpiryError::Ended(p)) => Err(ApiError::conflict(
+        Err(ChangePairingError::NotFound) => Err(ApiError::not_found(format!("no pairing {id}"))),
+        Err(ChangePairingError::Ended(p)) => Err(ApiError::conflict(
             "pairing-ended",
             "Pairing has ended",
             format!(
-                "pairing {id} is {}; its expiry can no longer change",
+                "pairing {id} is {}; it can no longer change",
                 p.status().as_str()
             ),
         )),
-        Err(ChangeExpiryError::OutOfRange) => Err(ApiError::validation(format!(
+        Err(ChangePairingError::OutOfRange) => Err(ApiError::validation(format!(
             "the new expiry must be in the future and at most {MAX_TTL_SECONDS} seconds from now"
         ))),
-        Err(ChangeExpiryError::Database(e)) => Err(e.into()),
+        Err(ChangePairingError::Database(e)) => Err(e.into()),
     }
 }

@@ -6,8 +6,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use voice_proxy_domain::call::MAX_ID_CHARS;
+use voice_proxy_domain::call_options::MAX_WHISPER_CHARS;
+use voice_proxy_domain::pairing::{MAX_LABEL_LEN, MAX_REFERENCE_LEN};
 use voice_proxy_domain::phone::{mask_digit_runs, mask_digits};
 use voice_proxy_domain::routing::Route;
+use voice_proxy_domain::text::is_clean;
 use voice_proxy_domain::{CallEvent, CallId, CallOutcome, CallStatus, CallerId, Ncco};
 use voice_proxy_domain::{CallRecord, EventRecord};
 use voice_proxy_persistence::durable::recorder::Stored;
@@ -15,8 +18,10 @@ use voice_proxy_persistence::records::Record;
 
 use crate::ask;
 use crate::error::method_not_allowed;
+use crate::nccos::{event_url, routed_ncco};
+use crate::pin::{self, PinGate};
 use crate::signature::{RequestParts, SignatureError, VerifiedToken};
-use crate::{ApiError, AppState, HttpSettings, MAX_BODY_BYTES};
+use crate::{ApiError, AppState, MAX_BODY_BYTES};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -31,6 +36,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/event")
                     .route(web::post().to(event_post))
                     .route(web::get().to(event_get))
+                    .default_service(method_not_allowed("GET, POST")),
+            )
+            .service(
+                web::resource("/whisper")
+                    .route(web::get().to(whisper_get))
+                    .route(web::post().to(whisper_post))
+                    .default_service(method_not_allowed("GET, POST")),
+            )
+            .service(
+                web::resource("/pin")
+                    .route(web::post().to(pin_post))
+                    .route(web::get().to(pin_get))
                     .default_service(method_not_allowed("GET, POST")),
             ),
     );
@@ -118,7 +135,7 @@ async fn answer_post(
 }
 
 /// The query string as a JSON object of strings; one that cannot be parsed, as an empty one.
-fn query_map(req: &HttpRequest) -> Map<String, Value> {
+pub(crate) fn query_map(req: &HttpRequest) -> Map<String, Value> {
     web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map(|q| {
             q.into_inner()
@@ -164,7 +181,10 @@ pub async fn read_body(
 
 /// The first step of the signature check, on the `Authorization` header alone, before the body
 /// is read. `None` when webhooks are not signed (`ALLOW_UNSIGNED_WEBHOOKS`).
-fn check_token(req: &HttpRequest, state: &AppState) -> Result<Option<VerifiedToken>, ApiError> {
+pub(crate) fn check_token(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Option<VerifiedToken>, ApiError> {
     if !state.verifier.enabled() {
         return Ok(None);
     }
@@ -182,7 +202,7 @@ fn check_token(req: &HttpRequest, state: &AppState) -> Result<Option<VerifiedTok
 
 /// The second step, once the body is read: the payload hash, and the token not used for another
 /// request.
-fn accept(
+pub(crate) fn accept(
     req: &HttpRequest,
     state: &AppState,
     token: Option<VerifiedToken>,
@@ -269,7 +289,27 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
     let call_id = CallId::new();
     let started_at = chrono::Utc::now();
     let mut spoken: Option<String> = None;
-    if let (CallerId::Number(from), Some(to)) = (&caller, &dialled) {
+    // A caller without an active route on a number with PIN access is asked for a PIN (unless
+    // they guessed wrong too often lately); nobody else is asked anything then.
+    let mut prompt: Option<Ncco> = None;
+    if let (CallerId::Number(from), Some(to), Some(conversation), None | Some(Route::Ended { .. })) =
+        (&caller, &dialled, &request.conversation_uuid, &route)
+        && complete
+    {
+        match pin::gate(state, from, to, conversation).await {
+            PinGate::Prompt(ncco) => {
+                outcome = CallOutcome::PinPrompted;
+                prompt = Some(ncco);
+            }
+            PinGate::Throttled => {
+                outcome = CallOutcome::PinRefused;
+                spoken = Some(settings.no_route_message.clone());
+            }
+            PinGate::NotOffered => {}
+        }
+    }
+    let asked_pin = outcome == CallOutcome::PinPrompted || outcome == CallOutcome::PinRefused;
+    if let (CallerId::Number(from), Some(to), false) = (&caller, &dialled, asked_pin) {
         let inbound = ask::Inbound {
             call_id,
             conversation_uuid: request.conversation_uuid.as_deref(),
@@ -316,6 +356,7 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
     }
 
     let (ncco, pairing_id, callee) = match (spoken, route) {
+        _ if prompt.is_some() => (prompt.unwrap_or_else(|| unreachable!()), None, None),
         (Some(text), route) => (
             Ncco::talk(&text, &settings.message_language),
             route.and_then(|r| r.pairing_id()),
@@ -327,14 +368,10 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
                 pairing_id,
                 callee,
                 callee_proxy,
+                details,
             }),
         ) => {
-            let ncco = Ncco::connect(
-                &callee,
-                &callee_proxy,
-                event_url(settings),
-                settings.ring_timeout_seconds,
-            );
+            let ncco = routed_ncco(settings, &callee, &callee_proxy, details.as_deref());
             (ncco, Some(pairing_id), Some(callee))
         }
         (None, Some(Route::Ended { pairing_id })) => (
@@ -414,12 +451,73 @@ async fn record_call(state: &AppState, call: CallRecord, deadline: std::time::Du
     }
 }
 
-/// Where Vonage sends the events of the callee's leg: here, when we know our public URL.
-fn event_url(settings: &HttpSettings) -> Option<String> {
-    settings
-        .public_base_url
-        .as_ref()
-        .map(|base| format!("{}/webhooks/event", base.trim_end_matches('/')))
+/// The longest whisper the whisper webhook speaks: a template with the longest label and
+/// reference put in.
+const MAX_RENDERED_WHISPER_CHARS: usize =
+    MAX_WHISPER_CHARS + 4 * (MAX_LABEL_LEN + MAX_REFERENCE_LEN);
+
+/// `GET /webhooks/whisper?text=..`: the callee's `onAnswer`. Vonage fetches it when the callee
+/// picks up, and plays what it returns to the callee alone before bridging the call. The text
+/// is the whisper the answer webhook rendered into the URL.
+async fn whisper_get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let token = check_token(&req, &state)?;
+    accept(&req, &state, token, None)?;
+    whisper(&req, &state)
+}
+
+/// The same, for a `POST` (the body is not used).
+async fn whisper_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let token = check_token(&req, &state)?;
+    let body = read_body(&req, payload).await?;
+    accept(&req, &state, token, Some(&body))?;
+    whisper(&req, &state)
+}
+
+fn whisper(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
+    let text = query_map(req)
+        .remove("text")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .filter(|t| is_clean(t, MAX_RENDERED_WHISPER_CHARS))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the whisper text (`text`) is missing, or not 1 to {MAX_RENDERED_WHISPER_CHARS} \
+                 characters of plain text"
+            ))
+        })?;
+    metrics::counter!("whispers_played_total").increment(1);
+    Ok(HttpResponse::Ok().json(Ncco::talk(&text, &state.settings.message_language)))
+}
+
+/// `POST /webhooks/pin`: the digits a caller typed at the PIN prompt (an `input` action's
+/// event); answers with the next NCCO.
+async fn pin_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let token = check_token(&req, &state)?;
+    let body = read_body(&req, payload).await?;
+    accept(&req, &state, token, Some(&body))?;
+    let map = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    Ok(pin::typed(&state, &map).await)
+}
+
+/// `GET /webhooks/pin?..`: the same, for an application whose events come as GET (the digits
+/// as `dtmf` JSON, or `dtmf.digits`).
+async fn pin_get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let token = check_token(&req, &state)?;
+    accept(&req, &state, token, None)?;
+    Ok(pin::typed(&state, &query_map(&req)).await)
 }
 
 /// `POST /webhooks/event`: stores the event once and folds it into its call.

@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod numbers;
 pub mod pagination;
 pub mod pairings;
+pub mod pins;
 pub mod records;
 pub mod retention;
 pub mod routing;

@@ -25,7 +25,7 @@ use crate::callbacks::Outbox;
 use crate::durable::health::DatabaseHealth;
 use crate::durable::load_ledger::LoadLedger;
 use crate::durable::route_mirror::{RouteMirror, await_mirrors};
-use crate::pairings::{self, ChangeExpiryError, NewExpiry};
+use crate::pairings::{self, ChangePairingError, PairingChange};
 
 /// What routing needs: the database (a worker's pool), the instance's route mirror, the
 /// database's health, and the outbox that tells the marketplace of closes and expiry changes.
@@ -102,16 +102,16 @@ impl Routing {
         Ok(Some(pairing))
     }
 
-    /// Moves an active pairing's expiry (see [`pairings::change_expiry`]); returns once every
-    /// instance routes by the new one (an expiry brought forward must hold everywhere).
-    pub async fn change_expiry(
+    /// Changes an active pairing's expiry or call options (see [`pairings::change`]); returns once
+    /// every instance routes by the change (an expiry brought forward must hold everywhere, and
+    /// a call placed after the change gets the new options).
+    pub async fn change(
         &self,
         id: PairingId,
-        expiry: NewExpiry,
+        change: &PairingChange,
         max_ttl: chrono::Duration,
-    ) -> Result<Pairing, ChangeExpiryError> {
-        let pairing =
-            pairings::change_expiry(&self.pool, &self.outbox, id, expiry, max_ttl).await?;
+    ) -> Result<Pairing, ChangePairingError> {
+        let pairing = pairings::change(&self.pool, &self.outbox, id, change, max_ttl).await?;
         await_mirrors(&self.pool, self.mirror.lease()).await;
         Ok(pairing)
     }

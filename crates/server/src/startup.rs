@@ -79,7 +79,12 @@ impl Application {
                 settings.spool.dir.display()
             )
         })?;
-        let mirror = Arc::new(RouteMirror::new(settings.route_mirror.lease));
+        // A default whisper may name any pairing's labels and reference: then every route in
+        // memory keeps them.
+        let mirror = Arc::new(
+            RouteMirror::new(settings.route_mirror.lease)
+                .keeping_names(settings.http.call_defaults.whisper.is_some()),
+        );
         let ledger = Arc::new(LoadLedger::new());
         let questions = Questions {
             intercept: settings
@@ -413,12 +418,16 @@ async fn flush_load_forever(
 const SWEEP_BATCH: i64 = 1000;
 
 /// Releases the load of expired pairings and tells their expiry (`pairing.expired`), every
-/// `every`, and again at once while a sweep finds a full batch. Routing never waits for it.
+/// `every`, and again at once while a sweep finds a full batch; and deletes PIN failures too old
+/// to count. Routing never waits for it.
 async fn sweep_forever(pool: PgPool, outbox: Arc<Outbox>, every: Duration) {
     let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        if let Err(e) = voice_proxy_persistence::pins::purge_failures(&pool).await {
+            tracing::debug!(error = %e, "could not delete old PIN failures; will retry");
+        }
         loop {
             match pairings::sweep_expired(&pool, &outbox, SWEEP_BATCH).await {
                 Ok(0) => break,

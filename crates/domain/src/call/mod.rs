@@ -45,10 +45,17 @@ pub enum CallOutcome {
     /// No active pairing; the marketplace asked for one, but it could not be made with the
     /// caller keeping the number they dialled.
     OutOfSessionRefused,
+    /// Not a participant of the dialled number, which has PIN access: asked for a PIN, and not
+    /// (yet) connected or refused; the caller may have hung up.
+    PinPrompted,
+    /// Connected by a participant's PIN, as that participant.
+    PinRouted,
+    /// Asked for a PIN and refused: every attempt wrong, or the caller is throttled.
+    PinRefused,
 }
 
 impl CallOutcome {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 13] = [
         Self::Routed,
         Self::NoPairing,
         Self::PairingEnded,
@@ -59,6 +66,9 @@ impl CallOutcome {
         Self::OutOfSessionMessage,
         Self::OutOfSessionConnected,
         Self::OutOfSessionRefused,
+        Self::PinPrompted,
+        Self::PinRouted,
+        Self::PinRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +83,9 @@ impl CallOutcome {
             Self::OutOfSessionMessage => "out_of_session_message",
             Self::OutOfSessionConnected => "out_of_session_connected",
             Self::OutOfSessionRefused => "out_of_session_refused",
+            Self::PinPrompted => "pin_prompted",
+            Self::PinRouted => "pin_routed",
+            Self::PinRefused => "pin_refused",
         }
     }
 

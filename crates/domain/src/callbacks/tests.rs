@@ -21,13 +21,17 @@ fn pairing() -> Pairing {
                 number: number("+14155550101"),
                 label: Some("driver".into()),
                 proxy_number: number("+12125550123"),
+                pin: None,
             },
             Participant {
                 number: number("+14155550102"),
                 label: None,
                 proxy_number: number("+12125550124"),
+                pin: None,
             },
         ],
+        call_options: Default::default(),
+        pin_access: false,
         read_at: created,
     }
 }

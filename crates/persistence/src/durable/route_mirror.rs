@@ -27,8 +27,8 @@
 //! every route again instead of trusting the ids (`route_mirror_reloads_total`).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -37,7 +37,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 use voice_proxy_domain::{PairingId, PhoneNumber};
 
-use voice_proxy_domain::routing::Route;
+use sqlx::types::Json;
+use voice_proxy_domain::call_options::CallOptionsOverrides;
+use voice_proxy_domain::routing::{Route, RouteDetails};
 
 /// A poll that reads more participant rows than this is worth a warning (it holds them all in
 /// memory at once).
@@ -45,12 +47,15 @@ const LARGE_POLL_ROWS: usize = 200_000;
 /// How often routes that expired by the clock are dropped from memory.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     pairing_id: Uuid,
     callee: u64,
     callee_proxy: u64,
     ends_at: DateTime<Utc>,
+    /// Only for pairings that set call options, or, when the service has a default whisper,
+    /// have a label or reference for it to name: most routes carry nothing more.
+    details: Option<Arc<RouteDetails>>,
 }
 
 #[derive(Default)]
@@ -77,10 +82,29 @@ pub struct RouteMirror {
     /// Whether the warning about a poll that read very many rows was given for the current run
     /// of such polls.
     large_poll_warned: AtomicBool,
+    /// Whether every route keeps its caller's label and pairing's reference (a default whisper
+    /// may name them), or only the routes of pairings that set call options.
+    keep_names: bool,
 }
 
 /// One participant row as the feed returns it.
-type FeedRow = (Uuid, String, String, String, String, Option<DateTime<Utc>>);
+#[derive(sqlx::FromRow)]
+struct FeedRow {
+    pairing_id: Uuid,
+    number: String,
+    proxy_number: String,
+    counterpart_number: String,
+    counterpart_proxy: String,
+    ends_at: Option<DateTime<Utc>>,
+    label: Option<String>,
+    reference: Option<String>,
+    call_options: Option<Json<CallOptionsOverrides>>,
+}
+
+/// The columns of a [`FeedRow`], from `participants pa` joined with `pairings p`.
+const FEED_COLUMNS: &str = "pa.pairing_id, pa.number, pa.proxy_number, pa.counterpart_number,
+        pa.counterpart_proxy, upper(pa.active_during) AS ends_at, pa.label, p.reference,
+        p.call_options";
 
 fn digits(s: &str) -> Option<u64> {
     (!s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()))
@@ -99,7 +123,14 @@ impl RouteMirror {
             synced: AtomicU64::new(0),
             created: Instant::now(),
             large_poll_warned: AtomicBool::new(false),
+            keep_names: false,
         }
+    }
+
+    /// Keeps every route's caller label and pairing reference (for a default whisper).
+    pub fn keeping_names(mut self, keep: bool) -> Self {
+        self.keep_names = keep;
+        self
     }
 
     pub fn lease(&self) -> Duration {
@@ -159,6 +190,7 @@ impl RouteMirror {
                 pairing_id: PairingId::from_uuid(e.pairing_id),
                 callee: PhoneNumber::from_trusted_digits(e.callee.to_string()),
                 callee_proxy: PhoneNumber::from_trusted_digits(e.callee_proxy.to_string()),
+                details: e.details.clone(),
             },
             Some(e) => Route::Ended {
                 pairing_id: PairingId::from_uuid(e.pairing_id),
@@ -190,15 +222,15 @@ impl RouteMirror {
         let began = Instant::now();
         let (started, horizon) = Horizon::read(pool).await?;
         let mut routes = HashMap::new();
-        let mut rows = sqlx::query_as::<_, FeedRow>(
-            "SELECT pairing_id, number, proxy_number, counterpart_number, counterpart_proxy,
-                    upper(active_during)
-               FROM participants
-              WHERE upper(active_during) > now()",
-        )
-        .fetch(pool);
+        let query = format!(
+            "SELECT {FEED_COLUMNS}
+               FROM participants pa
+               JOIN pairings p ON p.id = pa.pairing_id
+              WHERE upper(pa.active_during) > now()"
+        );
+        let mut rows = sqlx::query_as::<_, FeedRow>(sqlx::AssertSqlSafe(query)).fetch(pool);
         while let Some(row) = rows.try_next().await? {
-            insert_row(&mut routes, &row);
+            insert_row(&mut routes, row, self.keep_names);
         }
         drop(rows);
         let count = routes.len();
@@ -283,18 +315,18 @@ impl RouteMirror {
             metrics::counter!("route_mirror_reloads_total").increment(1);
             return self.read_all(pool, true).await;
         }
-        let rows: Vec<FeedRow> = sqlx::query_as(
-            "SELECT pa.pairing_id, pa.number, pa.proxy_number, pa.counterpart_number,
-                    pa.counterpart_proxy, upper(pa.active_during)
+        let query = format!(
+            "SELECT {FEED_COLUMNS}
                FROM pairings p
                JOIN participants pa ON pa.pairing_id = p.id
               WHERE p.changed_xid >= $1::text::xid8
-                 OR p.changed_xid = ANY($2::bigint[]::text[]::xid8[])",
-        )
-        .bind(since.next.to_string())
-        .bind(&since.running)
-        .fetch_all(pool)
-        .await?;
+                 OR p.changed_xid = ANY($2::bigint[]::text[]::xid8[])"
+        );
+        let rows: Vec<FeedRow> = sqlx::query_as(sqlx::AssertSqlSafe(query))
+            .bind(since.next.to_string())
+            .bind(&since.running)
+            .fetch_all(pool)
+            .await?;
         if rows.len() > LARGE_POLL_ROWS {
             // Once for each run of such polls.
             if !self.large_poll_warned.swap(true, Ordering::AcqRel) {
@@ -307,15 +339,20 @@ impl RouteMirror {
         } else {
             self.large_poll_warned.store(false, Ordering::Release);
         }
+        let changed = rows.len();
         {
             let now = Utc::now();
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            for row in &rows {
-                let ends_at = row.5;
-                if ends_at.is_some_and(|e| e > now) {
-                    insert_row(&mut state.routes, row);
+            for row in rows {
+                if row.ends_at.is_some_and(|e| e > now) {
+                    insert_row(&mut state.routes, row, self.keep_names);
                 } else {
-                    remove_route(&mut state.routes, &row.1, &row.2, row.0);
+                    remove_route(
+                        &mut state.routes,
+                        &row.number,
+                        &row.proxy_number,
+                        row.pairing_id,
+                    );
                 }
             }
             // Drop what expired by the clock alone, now and then: it walks every route under the
@@ -327,7 +364,7 @@ impl RouteMirror {
         }
         self.synced(pool, began, polled_at).await?;
         self.advance(horizon);
-        Ok(rows.len() / 2)
+        Ok(changed / 2)
     }
 }
 
@@ -438,24 +475,33 @@ fn remove_route(
     }
 }
 
-fn insert_row(routes: &mut HashMap<(u64, u64), Entry>, row: &FeedRow) {
-    let (pairing_id, number, proxy, counterpart, counterpart_proxy, ends_at) = row;
+fn insert_row(routes: &mut HashMap<(u64, u64), Entry>, row: FeedRow, keep_names: bool) {
     let (Some(caller), Some(proxy), Some(callee), Some(callee_proxy), Some(ends_at)) = (
-        digits(number),
-        digits(proxy),
-        digits(counterpart),
-        digits(counterpart_proxy),
-        *ends_at,
+        digits(&row.number),
+        digits(&row.proxy_number),
+        digits(&row.counterpart_number),
+        digits(&row.counterpart_proxy),
+        row.ends_at,
     ) else {
         return;
     };
+    let wanted = row.call_options.is_some()
+        || (keep_names && (row.label.is_some() || row.reference.is_some()));
+    let details = wanted.then(|| {
+        Arc::new(RouteDetails {
+            options: row.call_options.map(|j| j.0).unwrap_or_default(),
+            caller_label: row.label,
+            reference: row.reference,
+        })
+    });
     routes.insert(
         (caller, proxy),
         Entry {
-            pairing_id: *pairing_id,
+            pairing_id: row.pairing_id,
             callee,
             callee_proxy,
             ends_at,
+            details,
         },
     );
 }
@@ -473,24 +519,30 @@ mod tests {
             let mut state = mirror.state.write().unwrap();
             insert_row(
                 &mut state.routes,
-                &(
-                    id,
-                    "16465550101".into(),
-                    "12125550123".into(),
-                    "16465550102".into(),
-                    "12125550124".into(),
-                    Some(now + chrono::Duration::seconds(60)),
-                ),
+                FeedRow {
+                    pairing_id: id,
+                    number: "16465550101".into(),
+                    proxy_number: "12125550123".into(),
+                    counterpart_number: "16465550102".into(),
+                    counterpart_proxy: "12125550124".into(),
+                    ends_at: Some(now + chrono::Duration::seconds(60)),
+                    label: Some("driver".into()),
+                    reference: None,
+                    call_options: None,
+                },
+                false,
             );
         }
         match mirror.lookup("16465550101", "12125550123", now) {
             Route::Connect {
                 callee,
                 callee_proxy,
+                details,
                 ..
             } => {
                 assert_eq!(callee.expose(), "16465550102");
                 assert_eq!(callee_proxy.expose(), "12125550124");
+                assert_eq!(details, None, "no options, and no default whisper to name");
             }
             other => panic!("{other:?}"),
         }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 use voice_proxy_domain::allocation::{
@@ -11,7 +12,7 @@ use voice_proxy_domain::allocation::{
     PoolNumberState, Search,
 };
 use voice_proxy_domain::callbacks::{EventType, Message};
-use voice_proxy_domain::pairing::Pairing;
+use voice_proxy_domain::pairing::{Pairing, Pin};
 use voice_proxy_domain::{CountryCode, NewPairing, PairingId, PhoneNumber};
 
 use super::{CreatePairingError, PairingRow};
@@ -42,6 +43,7 @@ impl From<sqlx::Error> for Attempt {
         if crate::db_error::lost_to_concurrency(&e)
             || violates(&e, "participants_one_route")
             || violates(&e, "pairings_reference_once")
+            || violates(&e, "participants_one_pin")
         {
             Self::LostRace
         } else if violates(&e, "participants_not_pool_number") {
@@ -119,23 +121,30 @@ SELECT 'sticky', x.me, s.proxy_number, x.other, NULL, n.state, n.reserved, n.cou
 
 /// The pairing and both participants in one statement; returns what the response needs.
 /// $1 id, $2 reference, $3 TTL in seconds, then participant 0's number, label and proxy number
-/// ($4, $5, $6) and participant 1's ($7, $8, $9).
+/// ($4, $5, $6) and participant 1's ($7, $8, $9); $10 the call options, $11 PIN access, $12 and
+/// $13 the participants' PINs.
 const INSERT_STATEMENT: &str = "WITH p AS (
-    INSERT INTO pairings (id, reference, expires_at)
-    VALUES ($1, $2, now() + make_interval(secs => $3))
-    RETURNING id, reference, created_at, expires_at, closed_at
+    INSERT INTO pairings (id, reference, expires_at, call_options, pin_access)
+    VALUES ($1, $2, now() + make_interval(secs => $3), $10, $11)
+    RETURNING id, reference, created_at, expires_at, closed_at, call_options, pin_access
 ), x AS (
     INSERT INTO participants
-        (pairing_id, position, number, label, proxy_number, counterpart_number, counterpart_proxy)
-    SELECT p.id, v.position, v.number, v.label, v.proxy, v.counterpart, v.counterpart_proxy
-      FROM p, (VALUES (0::smallint, $4::text, $5::text, $6::text, $7::text, $9::text),
-                      (1::smallint, $7::text, $8::text, $9::text, $4::text, $6::text))
-              AS v (position, number, label, proxy, counterpart, counterpart_proxy)
+        (pairing_id, position, number, label, proxy_number, counterpart_number, counterpart_proxy,
+         pin)
+    SELECT p.id, v.position, v.number, v.label, v.proxy, v.counterpart, v.counterpart_proxy, v.pin
+      FROM p, (VALUES (0::smallint, $4::text, $5::text, $6::text, $7::text, $9::text, $12::text),
+                      (1::smallint, $7::text, $8::text, $9::text, $4::text, $6::text, $13::text))
+              AS v (position, number, label, proxy, counterpart, counterpart_proxy, pin)
 )
 SELECT p.id, p.reference, p.created_at, p.expires_at, p.closed_at, now() AS read_at,
        $4::text AS a_number, $5::text AS a_label, $6::text AS a_proxy,
-       $7::text AS b_number, $8::text AS b_label, $9::text AS b_proxy
+       $7::text AS b_number, $8::text AS b_label, $9::text AS b_proxy,
+       p.call_options, p.pin_access, $12::text AS a_pin, $13::text AS b_pin
   FROM p";
+
+/// How many random PINs are tried per participant before every PIN in use on the proxy number
+/// is read.
+const PIN_CANDIDATES: usize = 16;
 
 #[derive(sqlx::FromRow)]
 struct StateRow {
@@ -178,7 +187,11 @@ pub(super) async fn try_create(
     // process spread over other numbers); if the attempt fails, the guard takes it back.
     let mut reserved = Reservation::new(ledger);
     let proxies = find_proxies(&mut tx, &mut reserved, request, choices).await?;
-    let pairing = insert(&mut tx, request, &proxies).await?;
+    let pins = match request.pin_digits {
+        Some(digits) => Some(choose_pins(&mut tx, &proxies, digits).await?),
+        None => None,
+    };
+    let pairing = insert(&mut tx, request, &proxies, pins.as_ref()).await?;
     let mut delivered = 0;
     if outbox.wants(EventType::PairingCreated) {
         let message = Message::pairing(EventType::PairingCreated, &pairing, pairing.created_at);
@@ -365,11 +378,118 @@ async fn search(
     Ok(None)
 }
 
+/// A PIN for each participant that no other participant on the same proxy number has (among the
+/// pairings not yet released, as the unique index `participants_one_pin` has it): random ones
+/// first; when all of those are taken, one of the PINs still free. A concurrent create may take
+/// the same PIN meanwhile; the index then refuses the insert, and the attempt is retried.
+async fn choose_pins(
+    tx: &mut Transaction<'_, Postgres>,
+    proxies: &[PhoneNumber; 2],
+    digits: usize,
+) -> Result<[Pin; 2], Attempt> {
+    let mut random = random_bytes();
+    let candidates: [Vec<Pin>; 2] = std::array::from_fn(|_| {
+        (0..PIN_CANDIDATES)
+            .map(|_| Pin::generate(digits, &mut random))
+            .collect()
+    });
+    let (numbers, pins): (Vec<&str>, Vec<&str>) = candidates
+        .iter()
+        .zip(proxies)
+        .flat_map(|(list, proxy)| list.iter().map(move |pin| (proxy.expose(), pin.expose())))
+        .unzip();
+    let taken: Vec<(String, String)> = sqlx::query_as(
+        "SELECT proxy_number, pin FROM participants
+          WHERE pin IS NOT NULL AND NOT released
+            AND (proxy_number, pin) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+    )
+    .bind(&numbers)
+    .bind(&pins)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut chosen: Vec<Pin> = Vec::with_capacity(2);
+    for (list, proxy) in candidates.into_iter().zip(proxies) {
+        // The other participant may have the same proxy number: their PINs must differ too.
+        let free = |pin: &Pin| {
+            !taken
+                .iter()
+                .any(|(n, p)| n == proxy.expose() && p == pin.expose())
+                && !chosen
+                    .iter()
+                    .zip(proxies)
+                    .any(|(c, n)| n == proxy && c == pin)
+        };
+        let pin = match list.into_iter().find(|p| free(p)) {
+            Some(pin) => pin,
+            None => free_pin(tx, proxy, digits, &chosen, &mut random).await?,
+        };
+        chosen.push(pin);
+    }
+    let [a, b]: [Pin; 2] = chosen
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one PIN per participant"));
+    Ok([a, b])
+}
+
+/// A PIN of `digits` digits that no participant on `proxy` has, found by reading every PIN in use
+/// there (the random tries all hit used ones: the PINs of this length are nearly all taken).
+async fn free_pin(
+    tx: &mut Transaction<'_, Postgres>,
+    proxy: &PhoneNumber,
+    digits: usize,
+    chosen: &[Pin],
+    random: &mut impl FnMut() -> u8,
+) -> Result<Pin, Attempt> {
+    let mut used: std::collections::HashSet<String> = sqlx::query_scalar(
+        "SELECT pin FROM participants
+          WHERE proxy_number = $1 AND pin IS NOT NULL AND NOT released AND length(pin) = $2",
+    )
+    .bind(proxy.expose())
+    .bind(digits as i32)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+    used.extend(chosen.iter().map(|p| p.expose().to_owned()));
+    let space = 10u64.saturating_pow(digits as u32);
+    if used.len() as u64 >= space {
+        return Err(CreatePairingError::PinsExhausted.into());
+    }
+    // Start at a random PIN and walk to the first free one.
+    let start = (0..8).fold(0u64, |acc, _| (acc << 8) | u64::from(random())) % space;
+    (0..space)
+        .map(|i| format!("{:0digits$}", (start + i) % space))
+        .find(|p| !used.contains(p))
+        .and_then(|p| Pin::parse(&p))
+        .ok_or_else(|| CreatePairingError::PinsExhausted.into())
+}
+
+/// Random bytes from the operating system, fetched 64 at a time.
+fn random_bytes() -> impl FnMut() -> u8 {
+    let mut buffer = [0u8; 64];
+    let mut used = buffer.len();
+    move || {
+        if used == buffer.len() {
+            // The OS random source does not fail on the systems we run on; if it ever did, the
+            // PIN would come from a fresh v4 UUID's random bits instead.
+            if getrandom::fill(&mut buffer).is_err() {
+                for chunk in buffer.chunks_mut(16) {
+                    chunk.copy_from_slice(&Uuid::new_v4().as_bytes()[..chunk.len()]);
+                }
+            }
+            used = 0;
+        }
+        used += 1;
+        buffer[used - 1]
+    }
+}
+
 /// Inserts the pairing and its participants ([`INSERT_STATEMENT`]).
 async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     request: &NewPairing,
     proxies: &[PhoneNumber; 2],
+    pins: Option<&[Pin; 2]>,
 ) -> Result<Pairing, sqlx::Error> {
     let [a, b] = &request.participants;
     let row: PairingRow = sqlx::query_as(INSERT_STATEMENT)
@@ -382,6 +502,10 @@ async fn insert(
         .bind(b.number.expose())
         .bind(b.label.as_deref())
         .bind(proxies[1].expose())
+        .bind((!request.call_options.is_empty()).then_some(Json(&request.call_options)))
+        .bind(request.pin_digits.is_some())
+        .bind(pins.map(|p| p[0].expose()))
+        .bind(pins.map(|p| p[1].expose()))
         .fetch_one(&mut **tx)
         .await?;
     Ok(row.into())

@@ -5,12 +5,16 @@ mod create;
 pub mod lookup;
 
 use chrono::{DateTime, Duration, Utc};
+use std::sync::Arc;
+
+use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 use voice_proxy_domain::allocation::{AllocationPolicy, Refusal};
+use voice_proxy_domain::call_options::CallOptionsOverrides;
 use voice_proxy_domain::callbacks::{EventType, Message};
-use voice_proxy_domain::pairing::{Pairing, Participant};
-use voice_proxy_domain::routing::Route;
+use voice_proxy_domain::pairing::{Pairing, Participant, Pin};
+use voice_proxy_domain::routing::{Route, RouteDetails};
 use voice_proxy_domain::{CountryCode, NewPairing, PairingId, PairingStatus, PhoneNumber};
 
 use crate::callbacks::Outbox;
@@ -36,14 +40,19 @@ struct PairingRow {
     b_number: String,
     b_label: Option<String>,
     b_proxy: String,
+    call_options: Option<Json<CallOptionsOverrides>>,
+    pin_access: bool,
+    a_pin: Option<String>,
+    b_pin: Option<String>,
 }
 
 impl From<PairingRow> for Pairing {
     fn from(r: PairingRow) -> Self {
-        let participant = |number, label, proxy| Participant {
+        let participant = |number, label, proxy, pin: Option<String>| Participant {
             number: PhoneNumber::from_trusted_digits(number),
             label,
             proxy_number: PhoneNumber::from_trusted_digits(proxy),
+            pin: pin.as_deref().and_then(Pin::parse),
         };
         Self {
             id: PairingId::from_uuid(r.id),
@@ -52,9 +61,11 @@ impl From<PairingRow> for Pairing {
             expires_at: r.expires_at,
             closed_at: r.closed_at,
             participants: [
-                participant(r.a_number, r.a_label, r.a_proxy),
-                participant(r.b_number, r.b_label, r.b_proxy),
+                participant(r.a_number, r.a_label, r.a_proxy, r.a_pin),
+                participant(r.b_number, r.b_label, r.b_proxy, r.b_pin),
             ],
+            call_options: r.call_options.map(|j| j.0).unwrap_or_default(),
+            pin_access: r.pin_access,
             read_at: r.read_at,
         }
     }
@@ -63,7 +74,8 @@ impl From<PairingRow> for Pairing {
 const SELECT_PAIRING: &str = "SELECT p.id, p.reference, p.created_at, p.expires_at, p.closed_at,
         now() AS read_at,
         a.number AS a_number, a.label AS a_label, a.proxy_number AS a_proxy,
-        b.number AS b_number, b.label AS b_label, b.proxy_number AS b_proxy
+        b.number AS b_number, b.label AS b_label, b.proxy_number AS b_proxy,
+        p.call_options, p.pin_access, a.pin AS a_pin, b.pin AS b_pin
    FROM pairings p
    JOIN participants a ON a.pairing_id = p.id AND a.position = 0
    JOIN participants b ON b.pairing_id = p.id AND b.position = 1";
@@ -95,6 +107,8 @@ pub enum CreatePairingError {
     },
     #[error("gave up after losing {MAX_ATTEMPTS} races to concurrent requests")]
     Contention,
+    #[error("every PIN of the configured length is in use on a proxy number")]
+    PinsExhausted,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -321,8 +335,16 @@ pub enum NewExpiry {
     At(DateTime<Utc>),
 }
 
+/// What a `PATCH` of a pairing changes: its expiry, its call options, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PairingChange {
+    pub expiry: Option<NewExpiry>,
+    /// Replaces the options it sets; the others stay as they were.
+    pub call_options: Option<CallOptionsOverrides>,
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum ChangeExpiryError {
+pub enum ChangePairingError {
     #[error("no such pairing")]
     NotFound,
     #[error("the pairing has ended")]
@@ -333,36 +355,43 @@ pub enum ChangeExpiryError {
     Database(#[from] sqlx::Error),
 }
 
-/// Moves the expiry of an active pairing; a pairing that is closed or expired stays ended. The
-/// change is told as `pairing.updated`, in the same transaction.
+/// Changes an active pairing's expiry or call options; a pairing that is closed or expired stays
+/// as it ended. The change is told as `pairing.updated`, in the same transaction.
 #[tracing::instrument(skip_all, fields(pairing_id = %id))]
-pub async fn change_expiry(
+pub async fn change(
     pool: &PgPool,
     outbox: &Outbox,
     id: PairingId,
-    expiry: NewExpiry,
+    change: &PairingChange,
     max_ttl: Duration,
-) -> Result<Pairing, ChangeExpiryError> {
-    let (at, ttl_seconds): (Option<DateTime<Utc>>, Option<f64>) = match expiry {
-        NewExpiry::FromNow(d) => (None, Some(d.num_milliseconds() as f64 / 1000.0)),
-        NewExpiry::At(t) => (Some(t), None),
+) -> Result<Pairing, ChangePairingError> {
+    let (at, ttl_seconds): (Option<DateTime<Utc>>, Option<f64>) = match change.expiry {
+        Some(NewExpiry::FromNow(d)) => (None, Some(d.num_milliseconds() as f64 / 1000.0)),
+        Some(NewExpiry::At(t)) => (Some(t), None),
+        None => (None, None),
     };
     let mut tx = pool.begin().await?;
     let updated: Result<Option<(Uuid, bool)>, sqlx::Error> = sqlx::query_as(
         "WITH wanted AS (
-             SELECT COALESCE($2, now() + make_interval(secs => $3)) AS expires_at
+             SELECT COALESCE($2::timestamptz, now() + make_interval(secs => $3::float8))
+                        AS expires_at
          )
          UPDATE pairings p
-            SET expires_at = w.expires_at
+            SET expires_at = COALESCE(w.expires_at, p.expires_at),
+                call_options = CASE WHEN $5::jsonb IS NULL THEN p.call_options
+                                    ELSE COALESCE(p.call_options, '{}'::jsonb) || $5::jsonb END
            FROM wanted w
           WHERE p.id = $1 AND p.closed_at IS NULL AND p.expires_at > now()
-            AND w.expires_at > now() AND w.expires_at <= now() + make_interval(secs => $4)
+            AND (w.expires_at IS NULL
+                 OR (w.expires_at > now()
+                     AND w.expires_at <= now() + make_interval(secs => $4)))
          RETURNING p.id, true",
     )
     .bind(id.as_uuid())
     .bind(at)
     .bind(ttl_seconds)
     .bind(max_ttl.num_seconds() as f64)
+    .bind(change.call_options.as_ref().map(Json))
     .fetch_optional(&mut *tx)
     .await;
     let updated = match updated {
@@ -370,15 +399,16 @@ pub async fn change_expiry(
         // Only possible if the longer validity would overlap a pairing made since; refuse.
         Err(e)
             if violates(&e, "participants_one_route")
-                || violates(&e, "pairings_reference_once") =>
+                || violates(&e, "pairings_reference_once")
+                || violates(&e, "participants_one_pin") =>
         {
-            return Err(ChangeExpiryError::OutOfRange);
+            return Err(ChangePairingError::OutOfRange);
         }
         Err(e) => return Err(e.into()),
     };
     let pairing = get(&mut *tx, id)
         .await?
-        .ok_or(ChangeExpiryError::NotFound)?;
+        .ok_or(ChangePairingError::NotFound)?;
     if updated.is_some() {
         let mut delivered = 0;
         if outbox.wants(EventType::PairingUpdated) {
@@ -392,36 +422,60 @@ pub async fn change_expiry(
         return Ok(pairing);
     }
     if pairing.status() != PairingStatus::Active {
-        return Err(ChangeExpiryError::Ended(Box::new(pairing)));
+        return Err(ChangePairingError::Ended(Box::new(pairing)));
     }
-    Err(ChangeExpiryError::OutOfRange)
+    Err(ChangePairingError::OutOfRange)
 }
 
 /// The answer webhook's lookup: one index probe on (proxy number, caller).
 #[tracing::instrument(skip_all)]
 pub async fn route(pool: &PgPool, caller: &str, proxy_number: &str) -> Result<Route, sqlx::Error> {
-    let row: Option<(Uuid, String, String, bool)> = sqlx::query_as(
-        "SELECT pairing_id, counterpart_number, counterpart_proxy, active_during @> now()
-           FROM participants
-          WHERE proxy_number = $1 AND number = $2 AND upper(active_during) IS NOT NULL
-          ORDER BY upper(active_during) DESC
+    let row: Option<RouteRow> = sqlx::query_as(
+        "SELECT pa.pairing_id, pa.counterpart_number, pa.counterpart_proxy,
+                pa.active_during @> now() AS active, pa.label, p.reference, p.call_options
+           FROM participants pa
+           JOIN pairings p ON p.id = pa.pairing_id
+          WHERE pa.proxy_number = $1 AND pa.number = $2 AND upper(pa.active_during) IS NOT NULL
+          ORDER BY upper(pa.active_during) DESC
           LIMIT 1",
     )
     .bind(proxy_number)
     .bind(caller)
     .fetch_optional(pool)
     .await?;
-    Ok(match row {
-        Some((id, callee, callee_proxy, true)) => Route::Connect {
-            pairing_id: PairingId::from_uuid(id),
-            callee: PhoneNumber::from_trusted_digits(callee),
-            callee_proxy: PhoneNumber::from_trusted_digits(callee_proxy),
-        },
-        Some((id, _, _, false)) => Route::Ended {
-            pairing_id: PairingId::from_uuid(id),
-        },
-        None => Route::None,
-    })
+    Ok(row.map_or(Route::None, RouteRow::into_route))
+}
+
+/// A participant row as a route: the other participant, and the pairing's details.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RouteRow {
+    pub(crate) pairing_id: Uuid,
+    pub(crate) counterpart_number: String,
+    pub(crate) counterpart_proxy: String,
+    pub(crate) active: bool,
+    pub(crate) label: Option<String>,
+    pub(crate) reference: Option<String>,
+    pub(crate) call_options: Option<Json<CallOptionsOverrides>>,
+}
+
+impl RouteRow {
+    pub(crate) fn into_route(self) -> Route {
+        let pairing_id = PairingId::from_uuid(self.pairing_id);
+        if !self.active {
+            return Route::Ended { pairing_id };
+        }
+        let details = RouteDetails {
+            options: self.call_options.map(|j| j.0).unwrap_or_default(),
+            caller_label: self.label,
+            reference: self.reference,
+        };
+        Route::Connect {
+            pairing_id,
+            callee: PhoneNumber::from_trusted_digits(self.counterpart_number),
+            callee_proxy: PhoneNumber::from_trusted_digits(self.counterpart_proxy),
+            details: (details != RouteDetails::default()).then(|| Arc::new(details)),
+        }
+    }
 }
 
 /// Takes the load of expired pairings off their numbers, and tells each expiry as

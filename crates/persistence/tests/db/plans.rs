@@ -63,6 +63,8 @@ async fn creates_reuse_generic_plans_instead_of_planning_each_time() {
             ],
             ttl: chrono::Duration::hours(1),
             reference: Some(format!("order-{i}")),
+            call_options: Default::default(),
+            pin_digits: None,
         };
         pairings::create(&pool, &ledger, &Outbox::new(), &request, &policy)
             .await

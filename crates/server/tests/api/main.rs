@@ -3,6 +3,7 @@
 mod allocation;
 mod api_keys;
 mod binary;
+mod call_controls;
 mod callback_faults;
 mod callbacks;
 mod calls;

@@ -19,6 +19,7 @@ async fn each_side_is_connected_to_the_other_showing_a_number_that_calls_back() 
             "eventType": "synchronous",
             "eventUrl": ["https://proxy.example.com/webhooks/event"],
             "timeout": 45,
+            "limit": 7200,
             "endpoint": [{"type": "phone", "number": "16465550102"}]
         }])
     );
