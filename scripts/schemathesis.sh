@@ -76,7 +76,7 @@ base="http://127.0.0.1:$port"
 env ADMIN_TOKEN="$token" DATABASE_URL="$database_url" LISTEN_ADDR="127.0.0.1:$port" \
     RETENTION_HASH_KEY="schemathesis-retention-key-$RANDOM$RANDOM" SPOOL_DIR="$work/spool-$db" \
     HTTP_WORKERS=2 LOG_FORMAT=json RUST_LOG="${RUST_LOG:-warn}" COOL_OFF_SECONDS=0 \
-    ALLOW_UNSIGNED_WEBHOOKS=true \
+    ALLOW_UNSIGNED_WEBHOOKS=true PUBLIC_BASE_URL=https://proxy.example.com \
     "$binary" serve >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do

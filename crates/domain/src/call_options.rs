@@ -89,8 +89,9 @@ pub struct CallOptionsOverrides {
     pub ring_timeout_seconds: Option<u32>,
 }
 
-/// A field that is present, even as `null`, is `Some`: `null` there means "none".
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>`: a field that
+/// is present, even as `null`, is `Some` (`null` there means "none"); an absent one is `None`.
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use voice_proxy_domain::call_options::{CallOptions, CallOptionsOverrides};
+use voice_proxy_domain::call_options::{self, CallOptions, CallOptionsOverrides};
 use voice_proxy_domain::pairing::NewPairingError;
 use voice_proxy_domain::pairing::Pairing;
 use voice_proxy_domain::pairing::{
@@ -74,8 +74,16 @@ pub struct CreatePairingRequest {
     pub call_options: Option<CallOptionsBody>,
     /// Gives each participant a numeric `pin`: calling their proxy number from another phone,
     /// they type it to be connected as themselves. Needs `PUBLIC_BASE_URL`.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     pub pin_access: Option<bool>,
+}
+
+/// For an optional field that may be left out but not given as `null`: `null` is refused.
+fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Call options as a client sets them. Each is optional; an unset one follows the service's
@@ -93,29 +101,27 @@ pub struct CreatePairingRequest {
 pub struct CallOptionsBody {
     /// Played to the caller before the call is connected; 1 to 1500 characters, no run of 7 or
     /// more digits.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "call_options::present")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 1500)]
     pub announcement: Option<Option<String>>,
     /// Played to the callee when they pick up, before the call is bridged; may name the
     /// caller's label and the pairing's reference as `{label}` and `{reference}`; 1 to 300
     /// characters, no run of 7 or more digits. Needs `PUBLIC_BASE_URL`.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "call_options::present")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 300)]
     pub whisper: Option<Option<String>>,
     /// Record calls (both sides, one channel each). Needs `PUBLIC_BASE_URL`.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     pub record: Option<bool>,
     /// The longest a call may last, 1 to 7200 seconds.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(minimum = 1, maximum = 7200, nullable = false)]
     pub max_call_seconds: Option<i64>,
     /// How long the callee's phone rings, 3 to 7200 seconds.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(minimum = 3, maximum = 7200, nullable = false)]
     pub ring_timeout_seconds: Option<i64>,
-}
-
-/// A field that is present, even as `null`, is `Some`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 impl CallOptionsBody {
@@ -571,12 +577,15 @@ pub async fn list_pairings(
 #[schema(min_properties = 1, examples(json!({"ttl_seconds": 7200}), json!({"call_options": {"record": true}})))]
 pub struct ChangePairingRequest {
     /// The pairing expires this many seconds from now (1 s to 90 days).
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(minimum = 1, maximum = 7_776_000, nullable = false)]
     pub ttl_seconds: Option<i64>,
     /// The pairing expires at this instant (RFC 3339), in the future and at most 90 days away.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     pub expires_at: Option<DateTime<Utc>>,
     /// Replaces the options it sets; the others stay as they are.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     pub call_options: Option<CallOptionsBody>,
 }

@@ -13,11 +13,11 @@ use serde_json::{Map, Value};
 use voice_proxy_domain::pairing::Pin;
 use voice_proxy_domain::phone::mask_digits;
 use voice_proxy_domain::routing::Route;
-use voice_proxy_domain::{CallOutcome, CallerId, Ncco};
-use voice_proxy_persistence::pins::{self, Standing};
+use voice_proxy_domain::{CallId, CallOutcome, CallerId, Ncco, PairingId, PhoneNumber};
+use voice_proxy_persistence::pins::{self, PinRoute, Standing};
 
-use crate::AppState;
 use crate::nccos::{own_url, routed_ncco};
+use crate::{AppState, ask};
 
 /// What the answer webhook does about a PIN for a caller without an active route.
 pub enum PinGate {
@@ -71,6 +71,8 @@ fn prompt(state: &AppState, text: &str, event_url: String) -> Ncco {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PinResult {
     Routed,
+    /// Right, but the marketplace's intercept said not to connect.
+    Intercepted,
     /// Wrong or none, with attempts left: asked again.
     Retry,
     /// Wrong or none, and no attempt left.
@@ -84,6 +86,7 @@ impl PinResult {
     fn as_str(self) -> &'static str {
         match self {
             Self::Routed => "routed",
+            Self::Intercepted => "intercepted",
             Self::Retry => "retry",
             Self::Refused => "refused",
             Self::Throttled => "throttled",
@@ -179,19 +182,49 @@ async fn decide(
         return Ok((PinResult::Throttled, None));
     }
     let pin = typed.and_then(Pin::parse);
-    if let Some(pin) = &pin
-        && let Some(Route::Connect {
-            pairing_id,
-            callee,
-            callee_proxy,
-            details,
-        }) = pins::route_by_pin(pool, dialled, pin.expose()).await?
+    let found = match &pin {
+        Some(pin) => pins::route_by_pin(pool, dialled, pin.expose()).await?,
+        None => None,
+    };
+    if let Some(PinRoute {
+        participant,
+        route:
+            Route::Connect {
+                pairing_id,
+                callee,
+                callee_proxy,
+                details,
+            },
+    }) = found
     {
+        // As if the participant called from their own phone: the intercept is asked too.
+        if let Some(intercept) = &state.questions.intercept {
+            let call_id = pins::call_id(pool, conversation)
+                .await?
+                .unwrap_or_else(CallId::new);
+            let inbound = ask::Inbound {
+                call_id,
+                conversation_uuid: Some(conversation),
+                caller: participant.expose(),
+                dialled,
+                started_at: chrono::Utc::now(),
+            };
+            if let ask::Verdict::Refuse { message } =
+                ask::intercept(state, intercept, &inbound, pairing_id).await
+            {
+                let outcome = CallOutcome::Intercepted;
+                settle(state, conversation, outcome, Some((pairing_id, None))).await;
+                let text = message.unwrap_or_else(|| settings.no_route_message.clone());
+                let ncco = Ncco::talk(&text, &settings.message_language);
+                return Ok((PinResult::Intercepted, Some(ncco)));
+            }
+        }
+        let outcome = CallOutcome::PinRouted;
         settle(
             state,
             conversation,
-            CallOutcome::PinRouted,
-            Some((pairing_id, &callee)),
+            outcome,
+            Some((pairing_id, Some(&callee))),
         )
         .await;
         tracing::info!(pairing_id = %pairing_id, "connected by PIN");
@@ -216,18 +249,16 @@ async fn decide(
 }
 
 /// Writes the PIN's outcome into the call (recorded as `pin_prompted` when the prompt was
-/// given); a failure is logged, the caller is answered anyway.
+/// given), with its pairing and the callee it was connected to; a failure is logged, the caller
+/// is answered anyway.
 async fn settle(
     state: &AppState,
     conversation: &str,
     outcome: CallOutcome,
-    connected: Option<(
-        voice_proxy_domain::PairingId,
-        &voice_proxy_domain::PhoneNumber,
-    )>,
+    pairing: Option<(PairingId, Option<&PhoneNumber>)>,
 ) {
-    let (pairing_id, callee) = match connected {
-        Some((p, c)) => (Some(p), Some(c)),
+    let (pairing_id, callee) = match pairing {
+        Some((p, c)) => (Some(p), c),
         None => (None, None),
     };
     match pins::settle_call(&state.pool, conversation, outcome, pairing_id, callee).await {

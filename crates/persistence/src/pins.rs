@@ -29,16 +29,30 @@ pub async fn pin_access_on(pool: &PgPool, dialled: &str) -> Result<bool, sqlx::E
     .await
 }
 
-/// The route of the active participant on `dialled` whose PIN is `pin`, as if they called from
-/// their own phone; `None` if no active participant there has it.
+/// A participant found by their PIN: their own number, and their route, as if they called from
+/// their own phone.
+#[derive(Debug)]
+pub struct PinRoute {
+    pub participant: PhoneNumber,
+    pub route: Route,
+}
+
+/// The route of the active participant on `dialled` whose PIN is `pin`; `None` if no active
+/// participant there has it.
 #[tracing::instrument(skip_all)]
 pub async fn route_by_pin(
     pool: &PgPool,
     dialled: &str,
     pin: &str,
-) -> Result<Option<Route>, sqlx::Error> {
-    let row: Option<RouteRow> = sqlx::query_as(
-        "SELECT pa.pairing_id, pa.counterpart_number, pa.counterpart_proxy,
+) -> Result<Option<PinRoute>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct PinRow {
+        number: String,
+        #[sqlx(flatten)]
+        route: RouteRow,
+    }
+    let row: Option<PinRow> = sqlx::query_as(
+        "SELECT pa.number, pa.pairing_id, pa.counterpart_number, pa.counterpart_proxy,
                 pa.active_during @> now() AS active, pa.label, p.reference, p.call_options
            FROM participants pa
            JOIN pairings p ON p.id = pa.pairing_id
@@ -49,7 +63,24 @@ pub async fn route_by_pin(
     .bind(pin)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(RouteRow::into_route))
+    Ok(row.map(|row| PinRoute {
+        participant: PhoneNumber::from_trusted_digits(row.number),
+        route: row.route.into_route(),
+    }))
+}
+
+/// The id of the call recorded for `conversation_uuid`, if it is in the database.
+#[tracing::instrument(skip_all)]
+pub async fn call_id(
+    pool: &PgPool,
+    conversation_uuid: &str,
+) -> Result<Option<voice_proxy_domain::CallId>, sqlx::Error> {
+    let id: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM calls WHERE conversation_uuid = $1")
+            .bind(conversation_uuid)
+            .fetch_optional(pool)
+            .await?;
+    Ok(id.map(voice_proxy_domain::CallId::from_uuid))
 }
 
 /// How a caller stands: the PINs that failed in this call (`attempts`), and their wrong PINs

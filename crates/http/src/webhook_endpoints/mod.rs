@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use voice_proxy_domain::callbacks::{CallbackUrl, EventType, EventTypes};
@@ -134,28 +134,33 @@ pub struct CreateEndpointRequest {
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"disabled": true})))]
 pub struct UpdateEndpointRequest {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(
+        default,
+        deserialize_with = "voice_proxy_domain::call_options::present"
+    )]
     #[schema(max_length = 2048, nullable = false, value_type = Option<String>)]
     pub url: Option<Option<String>>,
     /// The event types to receive; `null` for every type.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(
+        default,
+        deserialize_with = "voice_proxy_domain::call_options::present"
+    )]
     #[schema(min_items = 1)]
     pub event_types: Option<Option<Vec<EventTypeName>>>,
     /// `null` clears it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(
+        default,
+        deserialize_with = "voice_proxy_domain::call_options::present"
+    )]
     #[schema(min_length = 1, max_length = 256)]
     pub description: Option<Option<String>>,
     /// A disabled endpoint is sent nothing: no new messages, and its pending deliveries wait.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(
+        default,
+        deserialize_with = "voice_proxy_domain::call_options::present"
+    )]
     #[schema(nullable = false, value_type = Option<bool>)]
     pub disabled: Option<Option<bool>>,
-}
-
-/// Tells a field given as `null` (`Some(None)`) from a field left out (`None`, by `default`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A callback endpoint, without its secret.

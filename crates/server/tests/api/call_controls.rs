@@ -488,3 +488,45 @@ async fn a_default_whisper_names_the_caller_when_answered_from_memory() {
     let whisper: Value = fetch_own(&app, url).await.json().await.unwrap();
     assert_eq!(whisper[0]["text"], "Call from your driver, ride-42");
 }
+
+/// A call connected by a PIN is asked about like the participant's own call: the intercept can
+/// refuse it, and is told the participant as the caller.
+#[tokio::test]
+async fn the_intercept_is_asked_about_a_call_connected_by_pin() {
+    use crate::receiver::{Receiver, Reply};
+    let receiver = Receiver::start(Reply::Json(
+        json!({"action": "deny", "message": "Calls for this ride are paused."}),
+    ));
+    let app = spawn_app_with(&[
+        ("WEBHOOK_ALLOW_HTTP", "true"),
+        ("INTERCEPT_URL", receiver.url.as_str()),
+        ("INTERCEPT_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ])
+    .await;
+    app.add_numbers(&["12125550123", "12125550124"]).await;
+    let pairing = pair_with(&app, json!({"pin_access": true})).await;
+    let proxy = proxy_of(&pairing, 0);
+    let [pin, _] = pins(&pairing);
+
+    assert!(is_prompt(&app.answer(STRANGER, &proxy, "CON-pi").await));
+    let refused = type_pin(&app, STRANGER, &proxy, "CON-pi", &pin).await;
+    assert_eq!(
+        refused,
+        json!([{"action": "talk", "text": "Calls for this ride are paused.", "language": "en-US"}])
+    );
+    let (outcome_now, pairing_id) = outcome(&app, "CON-pi").await;
+    assert_eq!(outcome_now, "intercepted");
+    assert_eq!(
+        pairing_id.unwrap().to_string(),
+        pairing["id"].as_str().unwrap()
+    );
+    let asked = receiver.received();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].json()["data"]["caller_label"], "driver");
+
+    receiver.set_reply(Reply::Json(json!({"action": "allow"})));
+    assert!(is_prompt(&app.answer(STRANGER, &proxy, "CON-pi-2").await));
+    let connect = type_pin(&app, STRANGER, &proxy, "CON-pi-2", &pin).await;
+    assert_eq!(actions(&connect), ["connect"], "{connect}");
+    assert_eq!(outcome(&app, "CON-pi-2").await.0, "pin_routed");
+}
