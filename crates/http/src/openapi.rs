@@ -19,7 +19,8 @@ use crate::{api_keys, calls, numbers, pairings, webhook_endpoints};
             manage API keys and the endpoints that receive callbacks. Every operation needs \
             `Authorization: Bearer <token>`, where the token is the bootstrap `ADMIN_TOKEN` or an API key (`vpk_...`). A key's scopes are \
             listed as the roles of each operation's `bearer` requirement: `admin` allows \
-            everything, `calls:read` only reading call records. Errors are \
+            everything, `calls:read` only reading call records, `recordings:read` only \
+            listening to call recordings. Errors are \
             `application/problem+json` (RFC 9457).",
         license(name = "MIT", identifier = "MIT"),
     ),
@@ -85,8 +86,7 @@ impl Modify for BearerScheme {
 const PROBLEM_REF: &str = "#/components/schemas/Problem";
 
 /// The document as JSON: utoipa's output, with the responses every operation shares added (401,
-/// 403 where a scope other than `calls:read` is needed, 500, 503) and every error response given
-/// its `application/problem+json` body.
+/// 403, 500, 503) and every error response given its `application/problem+json` body.
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(AdminApi::openapi()).unwrap_or_else(|e| {
         tracing::error!(error = %e, "the OpenAPI document does not serialise");
@@ -127,20 +127,25 @@ fn add_shared_responses(operation: &mut Value) {
     else {
         return;
     };
-    let mut shared = vec![
+    let forbidden = match roles.iter().find(|r| *r != "admin") {
+        Some(scope) => format!("A valid API key with neither the `{scope}` nor the `admin` scope."),
+        None => "A valid API key without the `admin` scope.".to_owned(),
+    };
+    let shared = [
         (
             "401",
-            "No credential, or one that is not valid (unknown or revoked key).",
+            "No credential, or one that is not valid (unknown or revoked key).".to_owned(),
         ),
-        ("500", "An error on the service's side; it has been logged."),
+        ("403", forbidden),
+        (
+            "500",
+            "An error on the service's side; it has been logged.".to_owned(),
+        ),
         (
             "503",
-            "The database is unavailable; retry after `Retry-After` seconds.",
+            "The database is unavailable; retry after `Retry-After` seconds.".to_owned(),
         ),
     ];
-    if !roles.iter().any(|r| r == "calls:read") {
-        shared.push(("403", "A valid API key without the `admin` scope."));
-    }
     for (status, description) in shared {
         responses
             .entry(status)
