@@ -119,6 +119,11 @@ pub struct CallResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub events: Option<Vec<EventResponse>>,
+    /// Only in `GET /v1/calls/{id}`: the call's recording (`null` when it has none); its audio
+    /// is at `GET /v1/calls/{id}/recording`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::recordings::RecordingResponse>)]
+    pub recording: Option<Option<crate::recordings::RecordingResponse>>,
 }
 
 /// A call status Vonage reports.
@@ -167,11 +172,12 @@ impl From<Call> for CallResponse {
             price: c.price,
             endpoint_type: c.endpoint_type,
             events: None,
+            recording: None,
         }
     }
 }
 
-fn parse_call_id(raw: &str) -> Result<CallId, ApiError> {
+pub(crate) fn parse_call_id(raw: &str) -> Result<CallId, ApiError> {
     raw.parse()
         .map_err(|e| ApiError::bad_request(format!("the call id is {e}")))
 }
@@ -183,7 +189,7 @@ fn parse_call_id(raw: &str) -> Result<CallId, ApiError> {
     tag = "calls",
     params(("id" = Uuid, Path, description = "The call's id.")),
     responses(
-        (status = 200, description = "The call, with `events`.", body = CallResponse),
+        (status = 200, description = "The call, with `events` and `recording`.", body = CallResponse),
         (status = 400, description = "The id is not a UUID."),
         (status = 404, description = "No such call."),
     ),
@@ -201,7 +207,10 @@ pub async fn get_call(
         Some(conversation) => calls::events(&state.pool, conversation).await?,
         None => Vec::new(),
     };
+    let recording =
+        crate::recordings::of_conversation(&state, call.conversation_uuid.as_deref()).await?;
     let mut response = CallResponse::from(call);
+    response.recording = Some(recording);
     response.events = Some(
         events
             .into_iter()

@@ -14,6 +14,7 @@ pub mod numbers;
 pub mod openapi;
 pub mod pagination;
 pub mod pairings;
+pub mod recordings;
 pub mod signature;
 pub mod telemetry;
 pub mod webhook_endpoints;
@@ -86,6 +87,8 @@ pub struct AppState {
     pub outbox: std::sync::Arc<Outbox>,
     /// The intercept and out-of-session requests, where configured.
     pub questions: ask::Questions,
+    /// Fetching and archiving call recordings.
+    pub recordings: recordings::Recordings,
 }
 
 /// The parts of [`AppState`] shared by every worker.
@@ -100,6 +103,7 @@ pub struct Shared {
     pub health: std::sync::Arc<DatabaseHealth>,
     pub outbox: std::sync::Arc<Outbox>,
     pub questions: ask::Questions,
+    pub recordings: recordings::Recordings,
 }
 
 impl Shared {
@@ -122,7 +126,15 @@ impl Shared {
             health,
             outbox,
             questions,
+            recordings: recordings::Recordings::default(),
         }
+    }
+
+    /// With recordings fetched (and archived) as `recordings` says; without, the recording
+    /// stream answers that the service has no credentials.
+    pub fn with_recordings(mut self, recordings: recordings::Recordings) -> Self {
+        self.recordings = recordings;
+        self
     }
 
     /// The state of one worker, with the pool that worker's runtime drives.
@@ -144,6 +156,7 @@ impl Shared {
             routing,
             outbox: self.outbox.clone(),
             questions: self.questions.clone(),
+            recordings: self.recordings.clone(),
         }
     }
 }
@@ -167,6 +180,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(pairings::configure)
             .configure(webhook_endpoints::configure)
             .configure(calls::configure)
+            .configure(recordings::configure)
             .configure(api_keys::configure)
             .configure(openapi::configure),
     )

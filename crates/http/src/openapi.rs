@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::{api_keys, calls, numbers, pairings, webhook_endpoints};
+use crate::{api_keys, calls, numbers, pairings, recordings, webhook_endpoints};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +38,7 @@ use crate::{api_keys, calls, numbers, pairings, webhook_endpoints};
         pairings::close_pairing,
         calls::list_calls,
         calls::get_call,
+        recordings::get_recording,
         api_keys::create_key,
         api_keys::list_keys,
         api_keys::get_key,
@@ -57,7 +58,7 @@ use crate::{api_keys, calls, numbers, pairings, webhook_endpoints};
     tags(
         (name = "numbers", description = "The pool of proxy numbers."),
         (name = "pairings", description = "Pairs of people who may call each other."),
-        (name = "calls", description = "The call audit (scope `calls:read`)."),
+        (name = "calls", description = "The call audit (scope `calls:read`) and the calls' recordings (scope `recordings:read`)."),
         (name = "api-keys", description = "Credentials for the admin API."),
         (name = "webhook-endpoints", description = "Where the marketplace receives signed callbacks (Standard Webhooks), and what was delivered."),
     )

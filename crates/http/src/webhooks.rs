@@ -32,7 +32,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(event_post))
                     .route(web::get().to(event_get))
                     .default_service(method_not_allowed("GET, POST")),
-            ),
+            )
+            .service(crate::recordings::webhook()),
     );
 }
 
@@ -118,7 +119,7 @@ async fn answer_post(
 }
 
 /// The query string as a JSON object of strings; one that cannot be parsed, as an empty one.
-fn query_map(req: &HttpRequest) -> Map<String, Value> {
+pub(crate) fn query_map(req: &HttpRequest) -> Map<String, Value> {
     web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map(|q| {
             q.into_inner()
@@ -164,7 +165,10 @@ pub async fn read_body(
 
 /// The first step of the signature check, on the `Authorization` header alone, before the body
 /// is read. `None` when webhooks are not signed (`ALLOW_UNSIGNED_WEBHOOKS`).
-fn check_token(req: &HttpRequest, state: &AppState) -> Result<Option<VerifiedToken>, ApiError> {
+pub(crate) fn check_token(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Option<VerifiedToken>, ApiError> {
     if !state.verifier.enabled() {
         return Ok(None);
     }
@@ -182,7 +186,7 @@ fn check_token(req: &HttpRequest, state: &AppState) -> Result<Option<VerifiedTok
 
 /// The second step, once the body is read: the payload hash, and the token not used for another
 /// request.
-fn accept(
+pub(crate) fn accept(
     req: &HttpRequest,
     state: &AppState,
     token: Option<VerifiedToken>,

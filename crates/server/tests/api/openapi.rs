@@ -24,6 +24,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/pairings/{id}/close"),
     ("get", "/v1/calls"),
     ("get", "/v1/calls/{id}"),
+    ("get", "/v1/calls/{id}/recording"),
     ("post", "/v1/api-keys"),
     ("get", "/v1/api-keys"),
     ("get", "/v1/api-keys/{id}"),
@@ -144,6 +145,23 @@ async fn the_openapi_document_is_3_1_and_lists_every_admin_route() {
             .as_array()
             .unwrap()
             .contains(&json!("ended_at"))
+    );
+    // `recording`: only in `GET /v1/calls/{id}`, where it is a recording or null.
+    let recording = &call["properties"]["recording"]["oneOf"];
+    assert_eq!(
+        recording[0]["$ref"],
+        "#/components/schemas/RecordingResponse"
+    );
+    assert_eq!(recording[1]["type"], "null");
+    assert!(
+        !call["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("recording"))
+    );
+    assert_eq!(
+        schemas["RecordingResponse"]["properties"]["archived_at"]["type"],
+        json!(["string", "null"])
     );
     assert_eq!(
         schemas["ApiKeyResponse"]["properties"]["revoked_at"]["type"],
