@@ -2,8 +2,8 @@
 # Property-based test of the admin API against its own OpenAPI document, with schemathesis.
 #
 # Builds `voice-proxy`, serves it on a free port against a fresh database, seeds a few pool
-# numbers, a pairing and a call, then runs `schemathesis run` on /v1/openapi.json with the admin
-# token and a bounded number of examples per operation. Any 5xx, any response that breaks the
+# numbers, a pairing and a call (with an event and a recording), then runs `schemathesis run` on
+# /v1/openapi.json with the admin token and a bounded number of examples per operation. Any 5xx, any response that breaks the
 # documented schema (body, status code, content type, headers), or any auth the API ignores is a
 # failure, and the script exits non-zero.
 #
@@ -86,7 +86,8 @@ for _ in $(seq 100); do
 done
 curl -fsS -o /dev/null "$base/readyz" || { say "the service is not ready"; exit 1; }
 
-# 5. Something to read: pool numbers, a pairing, a call with an event.
+# 5. Something to read: pool numbers, a pairing, a call with an event and a recording (no Vonage
+# credentials: its stream is the documented 503).
 auth=(-H "Authorization: Bearer $token")
 json=(-H "Content-Type: application/json")
 for n in 12125550123 12125550124 12125550125 447911123456; do
@@ -102,8 +103,14 @@ curl -fsS -o /dev/null "${json[@]}" -X POST "$base/webhooks/event" -d '{
     "uuid": "leg-in-1", "conversation_uuid": "CON-schemathesis-1", "status": "completed",
     "direction": "inbound", "from": "16465550101", "to": "'"$proxy"'",
     "timestamp": "2026-01-15T10:02:00.000Z", "duration": "115", "price": "0.023"}' || true
+curl -fsS -o /dev/null "${json[@]}" -X POST "$base/webhooks/recording" -d '{
+    "recording_uuid": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "conversation_uuid": "CON-schemathesis-1",
+    "recording_url": "https://api.nexmo.com/v1/files/aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+    "size": 12222, "start_time": "2026-01-15T10:00:05Z", "end_time": "2026-01-15T10:02:00Z"}' || true
 curl -fsS -o /dev/null "${auth[@]}" "${json[@]}" -X POST "$base/v1/api-keys" \
     -d '{"name": "seeded", "scopes": ["calls:read"]}'
+curl -fsS -o /dev/null "${auth[@]}" "${json[@]}" -X POST "$base/v1/api-keys" \
+    -d '{"name": "seeded-recordings", "scopes": ["recordings:read"]}'
 
 # 6. The run, with every check but two that do not fit this API by design:
 # - positive_data_acceptance: a schema-valid string is not necessarily a valid phone number (or
