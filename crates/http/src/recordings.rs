@@ -198,18 +198,22 @@ impl RecordingEvent {
     }
 }
 
-/// The host and path of a URL, without its query (which could hold a token) or credentials.
+/// The host and path of a URL, without its query (which could hold a token) or credentials,
+/// and with long digit runs masked (a forged URL could carry a phone number).
 fn loggable(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(u) => format!(
-            "{}://{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or(""),
-            u.path()
-        )
-        .chars()
-        .take(200)
-        .collect(),
+        Ok(u) => {
+            let shown: String = format!(
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.path()
+            )
+            .chars()
+            .take(200)
+            .collect();
+            mask_digit_runs(&shown)
+        }
         Err(_) => "(not a URL)".to_owned(),
     }
 }
@@ -576,10 +580,14 @@ mod tests {
     }
 
     #[test]
-    fn a_logged_url_has_no_query_nor_credentials() {
+    fn a_logged_url_has_no_query_nor_credentials_nor_numbers() {
         assert_eq!(
             loggable("https://user:secret@evil.example.com/a/b?token=secret#x"),
             "https://evil.example.com/a/b"
+        );
+        assert_eq!(
+            loggable("https://evil.example.com/16465550101"),
+            "https://evil.example.com/***0101"
         );
     }
 }
