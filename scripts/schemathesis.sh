@@ -2,8 +2,8 @@
 # Property-based test of the admin API against its own OpenAPI document, with schemathesis.
 #
 # Builds `voice-proxy`, serves it on a free port against a fresh database, seeds a few pool
-# numbers, a pairing and a call, then runs `schemathesis run` on /v1/openapi.json with the admin
-# token and a bounded number of examples per operation. Any 5xx, any response that breaks the
+# numbers, a pairing and a call (with an event and a recording), then runs `schemathesis run` on
+# /v1/openapi.json with the admin token and a bounded number of examples per operation. Any 5xx, any response that breaks the
 # documented schema (body, status code, content type, headers), or any auth the API ignores is a
 # failure, and the script exits non-zero.
 #
@@ -59,24 +59,45 @@ psql_admin=(psql -X -w -q -v ON_ERROR_STOP=1 -d "$server_url")
 database_url="${server_url%/*}/$db"
 
 server_pid=""
+fake_pid=""
 cleanup() {
-    if [ -n "$server_pid" ]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work/spool-$db"
+    for pid in "$server_pid" "$fake_pid"; do
+        if [ -n "$pid" ]; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -rf "$work/spool-$db" "$work/vonage-$db"
     "${psql_admin[@]}" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 ||
         "${psql_admin[@]}" -c "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-# 4. The service, on a free port.
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# 4. Vonage's media API, faked: a static file server with one recording under /v1/files/. The
+# service fetches recordings from it (VONAGE_API_BASE_URL) with an application JWT signed by the
+# test-only key in crates/server/tests/fixtures/.
+fake_port="$(free_port)"
+fake_vonage="http://127.0.0.1:$fake_port"
+mkdir -p "$work/vonage-$db/v1/files"
+head -c 65536 /dev/urandom >"$work/vonage-$db/v1/files/recording.mp3"
+python3 -m http.server "$fake_port" --bind 127.0.0.1 --directory "$work/vonage-$db" \
+    >"$work/vonage.log" 2>&1 &
+fake_pid=$!
+
+# 5. The service, on a free port.
+port="$(free_port)"
 base="http://127.0.0.1:$port"
 env ADMIN_TOKEN="$token" DATABASE_URL="$database_url" LISTEN_ADDR="127.0.0.1:$port" \
     RETENTION_HASH_KEY="schemathesis-retention-key-$RANDOM$RANDOM" SPOOL_DIR="$work/spool-$db" \
     HTTP_WORKERS=2 LOG_FORMAT=json RUST_LOG="${RUST_LOG:-warn}" COOL_OFF_SECONDS=0 \
     ALLOW_UNSIGNED_WEBHOOKS=true PUBLIC_BASE_URL=https://proxy.example.com \
+    VONAGE_APPLICATION_ID=schemathesis-application \
+    VONAGE_PRIVATE_KEY_PATH="$root/crates/server/tests/fixtures/vonage-test-private-key.pem" \
+    VONAGE_API_BASE_URL="$fake_vonage" \
     "$binary" serve >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
@@ -85,8 +106,10 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 curl -fsS -o /dev/null "$base/readyz" || { say "the service is not ready"; exit 1; }
+curl -fsS -o /dev/null "$fake_vonage/v1/files/recording.mp3" || { say "the fake Vonage is not serving"; exit 1; }
 
-# 5. Something to read: pool numbers, a pairing, a call with an event.
+# 6. Something to read: pool numbers, a pairing, a call with an event and a recording (streamed
+# from the fake Vonage).
 auth=(-H "Authorization: Bearer $token")
 json=(-H "Content-Type: application/json")
 for n in 12125550123 12125550124 12125550125 447911123456; do
@@ -102,10 +125,16 @@ curl -fsS -o /dev/null "${json[@]}" -X POST "$base/webhooks/event" -d '{
     "uuid": "leg-in-1", "conversation_uuid": "CON-schemathesis-1", "status": "completed",
     "direction": "inbound", "from": "16465550101", "to": "'"$proxy"'",
     "timestamp": "2026-01-15T10:02:00.000Z", "duration": "115", "price": "0.023"}' || true
+curl -fsS -o /dev/null "${json[@]}" -X POST "$base/webhooks/recording" -d '{
+    "recording_uuid": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "conversation_uuid": "CON-schemathesis-1",
+    "recording_url": "'"$fake_vonage"'/v1/files/recording.mp3",
+    "size": 12222, "start_time": "2026-01-15T10:00:05Z", "end_time": "2026-01-15T10:02:00Z"}' || true
 curl -fsS -o /dev/null "${auth[@]}" "${json[@]}" -X POST "$base/v1/api-keys" \
     -d '{"name": "seeded", "scopes": ["calls:read"]}'
+curl -fsS -o /dev/null "${auth[@]}" "${json[@]}" -X POST "$base/v1/api-keys" \
+    -d '{"name": "seeded-recordings", "scopes": ["recordings:read"]}'
 
-# 6. The run, with every check but two that do not fit this API by design:
+# 7. The run, with every check but two that do not fit this API by design:
 # - positive_data_acceptance: a schema-valid string is not necessarily a valid phone number (or
 #   a free pool number, or an unused reference), so a 4xx for it is right;
 # - use_after_free: DELETE retires a pool number or revokes an API key, which stay readable (with

@@ -54,7 +54,7 @@ pub enum SendError {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("could not set up TLS for callbacks: {0}")]
+#[error("could not set up TLS for outbound HTTPS: {0}")]
 pub struct ClientError(String);
 
 /// Sends signed JSON. Cheap to clone.
@@ -66,30 +66,11 @@ pub struct Sender {
 
 impl Sender {
     pub fn new() -> Result<Self, ClientError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider.clone())
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "no system certificates found; callbacks trust the built-in Mozilla set");
-                hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_webpki_roots(provider)
-                    .map_err(|e| ClientError(e.to_string()))?
-            }
-        };
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        let user_agent =
-            HeaderValue::from_str(&format!("voice-proxy/{}", env!("CARGO_PKG_VERSION")))
-                .map_err(|e| ClientError(e.to_string()))?;
-        Ok(Self { client, user_agent })
+        let client = https_client()?;
+        Ok(Self {
+            client,
+            user_agent: user_agent(),
+        })
     }
 
     /// POSTs `body` to `url`, signed with each of `secrets` (`whsec_...`; none: unsigned) as
@@ -152,13 +133,48 @@ impl Sender {
     }
 }
 
+/// The HTTP(S) client every outbound request goes through: rustls with the *ring* provider, the
+/// system's certificates (or the built-in Mozilla set), a timeout on connecting, HTTP/1.1, idle
+/// connections kept 30 s. It follows no redirects.
+pub(crate) fn https_client<B>() -> Result<Client<HttpsConnector<HttpConnector>, B>, ClientError>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "no system certificates found; outbound HTTPS trusts the built-in Mozilla set");
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(provider)
+                .map_err(|e| ClientError(e.to_string()))?
+        }
+    };
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector))
+}
+
+/// `voice-proxy/<version>`.
+pub(crate) fn user_agent() -> HeaderValue {
+    HeaderValue::from_static(concat!("voice-proxy/", env!("CARGO_PKG_VERSION")))
+}
+
 /// Whether `secret` is a Standard Webhooks signing secret: `whsec_` and base64.
 pub fn is_signing_secret(secret: &str) -> bool {
     secret.starts_with("whsec_") && Webhook::new(secret).is_ok()
 }
 
 /// The innermost cause of a client error: "connection refused", "dns error: ...".
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
     while let Some(next) = cause.source() {
         cause = next;

@@ -33,13 +33,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// What a key may do: `admin` is everything; `calls:read` is `GET /v1/calls` and
-/// `GET /v1/calls/{id}` only.
+/// `GET /v1/calls/{id}` only; `recordings:read` is `GET /v1/calls/{id}/recording` only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum ScopeName {
     #[serde(rename = "admin")]
     Admin,
     #[serde(rename = "calls:read")]
     CallsRead,
+    #[serde(rename = "recordings:read")]
+    RecordingsRead,
 }
 
 impl From<ScopeName> for Scope {
@@ -47,6 +49,7 @@ impl From<ScopeName> for Scope {
         match s {
             ScopeName::Admin => Scope::Admin,
             ScopeName::CallsRead => Scope::CallsRead,
+            ScopeName::RecordingsRead => Scope::RecordingsRead,
         }
     }
 }
@@ -56,6 +59,7 @@ impl From<Scope> for ScopeName {
         match s {
             Scope::Admin => ScopeName::Admin,
             Scope::CallsRead => ScopeName::CallsRead,
+            Scope::RecordingsRead => ScopeName::RecordingsRead,
         }
     }
 }

@@ -7,11 +7,12 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use voice_proxy_domain::call::parse_timestamp;
-use voice_proxy_domain::{CallId, CallOutcome, CallStatus};
+use voice_proxy_domain::{CallOutcome, CallStatus};
 use voice_proxy_persistence::calls::{self, Call, CallFilter};
 
 use crate::auth::{Scope, require};
 use crate::error::method_not_allowed;
+use crate::ids::parse_call_id;
 use crate::pagination::{ListResponse, decode_cursor, encode_cursor, page_size};
 use crate::pairings::parse_pairing_id;
 use crate::{ApiError, AppState};
@@ -129,6 +130,11 @@ pub struct CallResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub events: Option<Vec<EventResponse>>,
+    /// Only in `GET /v1/calls/{id}`: the call's recording (`null` when it has none); its audio
+    /// is at `GET /v1/calls/{id}/recording`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::recordings::RecordingResponse>)]
+    pub recording: Option<Option<crate::recordings::RecordingResponse>>,
 }
 
 /// A call status Vonage reports.
@@ -177,13 +183,9 @@ impl From<Call> for CallResponse {
             price: c.price,
             endpoint_type: c.endpoint_type,
             events: None,
+            recording: None,
         }
     }
-}
-
-fn parse_call_id(raw: &str) -> Result<CallId, ApiError> {
-    raw.parse()
-        .map_err(|e| ApiError::bad_request(format!("the call id is {e}")))
 }
 
 /// `GET /v1/calls/{id}`: one call record, with its events. Scope `calls:read`.
@@ -193,7 +195,7 @@ fn parse_call_id(raw: &str) -> Result<CallId, ApiError> {
     tag = "calls",
     params(("id" = Uuid, Path, description = "The call's id.")),
     responses(
-        (status = 200, description = "The call, with `events`.", body = CallResponse),
+        (status = 200, description = "The call, with `events` and `recording`.", body = CallResponse),
         (status = 400, description = "The id is not a UUID."),
         (status = 404, description = "No such call."),
     ),
@@ -211,7 +213,10 @@ pub async fn get_call(
         Some(conversation) => calls::events(&state.pool, conversation).await?,
         None => Vec::new(),
     };
+    let recording =
+        crate::recordings::of_conversation(&state, call.conversation_uuid.as_deref()).await?;
     let mut response = CallResponse::from(call);
+    response.recording = Some(recording);
     response.events = Some(
         events
             .into_iter()

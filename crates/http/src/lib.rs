@@ -9,6 +9,7 @@ pub mod calls;
 pub mod deadline;
 pub mod error;
 pub mod health;
+pub mod ids;
 pub mod metrics;
 pub mod nccos;
 pub mod numbers;
@@ -16,9 +17,11 @@ pub mod openapi;
 pub mod pagination;
 pub mod pairings;
 pub mod pin;
+pub mod recordings;
 pub mod signature;
 pub mod telemetry;
 pub mod webhook_endpoints;
+pub mod webhook_request;
 pub mod webhooks;
 
 use actix_web::web;
@@ -102,6 +105,8 @@ pub struct AppState {
     pub outbox: std::sync::Arc<Outbox>,
     /// The intercept and out-of-session requests, where configured.
     pub questions: ask::Questions,
+    /// Fetching and archiving call recordings.
+    pub recordings: recordings::Recordings,
 }
 
 /// The parts of [`AppState`] shared by every worker.
@@ -116,6 +121,7 @@ pub struct Shared {
     pub health: std::sync::Arc<DatabaseHealth>,
     pub outbox: std::sync::Arc<Outbox>,
     pub questions: ask::Questions,
+    pub recordings: recordings::Recordings,
 }
 
 impl Shared {
@@ -138,7 +144,15 @@ impl Shared {
             health,
             outbox,
             questions,
+            recordings: recordings::Recordings::default(),
         }
+    }
+
+    /// With recordings fetched (and archived) as `recordings` says; without, the recording
+    /// stream answers that the service has no credentials.
+    pub fn with_recordings(mut self, recordings: recordings::Recordings) -> Self {
+        self.recordings = recordings;
+        self
     }
 
     /// The state of one worker, with the pool that worker's runtime drives.
@@ -160,6 +174,7 @@ impl Shared {
             routing,
             outbox: self.outbox.clone(),
             questions: self.questions.clone(),
+            recordings: self.recordings.clone(),
         }
     }
 }
@@ -183,6 +198,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(pairings::configure)
             .configure(webhook_endpoints::configure)
             .configure(calls::configure)
+            .configure(recordings::configure)
             .configure(api_keys::configure)
             .configure(openapi::configure),
     )

@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::{api_keys, calls, numbers, pairings, webhook_endpoints};
+use crate::{api_keys, calls, numbers, pairings, recordings, webhook_endpoints};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,7 +19,8 @@ use crate::{api_keys, calls, numbers, pairings, webhook_endpoints};
             manage API keys and the endpoints that receive callbacks. Every operation needs \
             `Authorization: Bearer <token>`, where the token is the bootstrap `ADMIN_TOKEN` or an API key (`vpk_...`). A key's scopes are \
             listed as the roles of each operation's `bearer` requirement: `admin` allows \
-            everything, `calls:read` only reading call records. Errors are \
+            everything, `calls:read` only reading call records, `recordings:read` only \
+            listening to call recordings. Errors are \
             `application/problem+json` (RFC 9457).",
         license(name = "MIT", identifier = "MIT"),
     ),
@@ -37,6 +38,7 @@ use crate::{api_keys, calls, numbers, pairings, webhook_endpoints};
         pairings::close_pairing,
         calls::list_calls,
         calls::get_call,
+        recordings::get_recording,
         api_keys::create_key,
         api_keys::list_keys,
         api_keys::get_key,
@@ -56,7 +58,7 @@ use crate::{api_keys, calls, numbers, pairings, webhook_endpoints};
     tags(
         (name = "numbers", description = "The pool of proxy numbers."),
         (name = "pairings", description = "Pairs of people who may call each other."),
-        (name = "calls", description = "The call audit (scope `calls:read`)."),
+        (name = "calls", description = "The call audit (scope `calls:read`) and the calls' recordings (scope `recordings:read`)."),
         (name = "api-keys", description = "Credentials for the admin API."),
         (name = "webhook-endpoints", description = "Where the marketplace receives signed callbacks (Standard Webhooks), and what was delivered."),
     )
@@ -85,8 +87,7 @@ impl Modify for BearerScheme {
 const PROBLEM_REF: &str = "#/components/schemas/Problem";
 
 /// The document as JSON: utoipa's output, with the responses every operation shares added (401,
-/// 403 where a scope other than `calls:read` is needed, 500, 503) and every error response given
-/// its `application/problem+json` body.
+/// 403, 500, 503) and every error response given its `application/problem+json` body.
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(AdminApi::openapi()).unwrap_or_else(|e| {
         tracing::error!(error = %e, "the OpenAPI document does not serialise");
@@ -127,20 +128,25 @@ fn add_shared_responses(operation: &mut Value) {
     else {
         return;
     };
-    let mut shared = vec![
+    let forbidden = match roles.iter().find(|r| *r != "admin") {
+        Some(scope) => format!("A valid API key with neither the `{scope}` nor the `admin` scope."),
+        None => "A valid API key without the `admin` scope.".to_owned(),
+    };
+    let shared = [
         (
             "401",
-            "No credential, or one that is not valid (unknown or revoked key).",
+            "No credential, or one that is not valid (unknown or revoked key).".to_owned(),
         ),
-        ("500", "An error on the service's side; it has been logged."),
+        ("403", forbidden),
+        (
+            "500",
+            "An error on the service's side; it has been logged.".to_owned(),
+        ),
         (
             "503",
-            "The database is unavailable; retry after `Retry-After` seconds.",
+            "The database is unavailable; retry after `Retry-After` seconds.".to_owned(),
         ),
     ];
-    if !roles.iter().any(|r| r == "calls:read") {
-        shared.push(("403", "A valid API key without the `admin` scope."));
-    }
     for (status, description) in shared {
         responses
             .entry(status)

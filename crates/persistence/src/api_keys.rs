@@ -32,15 +32,18 @@ pub enum Scope {
     Admin,
     /// Reading call records: `GET /v1/calls` and `GET /v1/calls/{id}`.
     CallsRead,
+    /// Listening to call recordings: `GET /v1/calls/{id}/recording`.
+    RecordingsRead,
 }
 
 impl Scope {
-    pub const ALL: [Self; 2] = [Self::Admin, Self::CallsRead];
+    pub const ALL: [Self; 3] = [Self::Admin, Self::CallsRead, Self::RecordingsRead];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Admin => "admin",
             Self::CallsRead => "calls:read",
+            Self::RecordingsRead => "recordings:read",
         }
     }
 
@@ -335,6 +338,9 @@ mod tests {
         assert!(Scope::Admin.grants(Scope::Admin));
         assert!(Scope::CallsRead.grants(Scope::CallsRead));
         assert!(!Scope::CallsRead.grants(Scope::Admin));
+        assert!(Scope::Admin.grants(Scope::RecordingsRead));
+        assert!(!Scope::CallsRead.grants(Scope::RecordingsRead));
+        assert!(!Scope::RecordingsRead.grants(Scope::CallsRead));
         for s in Scope::ALL {
             assert_eq!(Scope::parse(s.as_str()), Some(s));
         }

@@ -1,7 +1,7 @@
 //! voice-proxy's storage, over Postgres with sqlx. Two ideas, kept apart:
 //!
 //! - **The store**: SQL, one module per aggregate ([`numbers`], [`pairings`], [`calls`] and
-//!   [`records`], [`api_keys`], [`callbacks`], [`retention`]), plus the schema migrations embedded from
+//!   [`records`], [`recordings`], [`api_keys`], [`callbacks`], [`retention`]), plus the schema migrations embedded from
 //!   `migrations/` ([`migrate`]), error classification ([`db_error`]) and pagination. Each
 //!   function takes a pool or a transaction and decides nothing the domain crate could: the
 //!   allocation policy, the call fold, the routing rules are `voice_proxy_domain`'s.
@@ -23,6 +23,7 @@ pub mod numbers;
 pub mod pagination;
 pub mod pairings;
 pub mod pins;
+pub mod recordings;
 pub mod records;
 pub mod retention;
 pub mod routing;

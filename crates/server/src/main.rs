@@ -61,7 +61,8 @@ enum ApiKeysCommand {
         /// Who or what uses the key, e.g. `backend` (1 to 64 characters).
         #[arg(long)]
         name: String,
-        /// A scope of the key: `admin` (everything) or `calls:read` (reading call records).
+        /// A scope of the key: `admin` (everything), `calls:read` (reading call records) or
+        /// `recordings:read` (listening to call recordings).
         /// Repeat the option, or separate scopes with commas.
         #[arg(long = "scope", required = true, value_delimiter = ',', value_parser = parse_scope)]
         scopes: Vec<Scope>,

@@ -11,9 +11,11 @@ use tokio::sync::Notify;
 use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
-use voice_proxy_callbacks::{Intercept, Question, Sender, dispatch_forever};
+use voice_proxy_callbacks::archive;
+use voice_proxy_callbacks::{Intercept, Question, Sender, VonageClient, dispatch_forever};
 use voice_proxy_http::ask::Questions;
 use voice_proxy_http::deadline::{Guarded, limit_body};
+use voice_proxy_http::recordings::Recordings;
 use voice_proxy_http::telemetry::{MaskedRootSpan, echo_request_id};
 use voice_proxy_http::{Shared, configure};
 use voice_proxy_persistence::callbacks::Outbox;
@@ -25,7 +27,7 @@ use voice_proxy_persistence::durable::spool::{self, Spool};
 use voice_proxy_persistence::retention::{self, PurgeReport};
 use voice_proxy_persistence::{PgListener, PgPool, PoolSettings, connect_lazy, pairings};
 
-use crate::config::{RetentionSettings, Settings};
+use crate::config::{RecordingSettings, RetentionSettings, Settings};
 use crate::supervise::{RESTART_DELAY, supervised};
 
 pub struct Application {
@@ -37,6 +39,7 @@ pub struct Application {
     ledger: Arc<LoadLedger>,
     outbox: Arc<Outbox>,
     sender: Sender,
+    recordings: Recordings,
     settings: Settings,
 }
 
@@ -114,6 +117,7 @@ impl Application {
                 "calls without an active pairing are put to OUT_OF_SESSION_URL"
             );
         }
+        let recordings = recordings(&settings.recordings)?;
         let shared = Shared::new(
             settings.http.clone(),
             recorder.clone(),
@@ -122,7 +126,8 @@ impl Application {
             health,
             outbox.clone(),
             questions,
-        );
+        )
+        .with_recordings(recordings.clone());
         if !shared.verifier.enabled() {
             tracing::warn!(
                 "ALLOW_UNSIGNED_WEBHOOKS=true and no VONAGE_SIGNATURE_SECRET: the answer and \
@@ -167,6 +172,7 @@ impl Application {
             ledger,
             outbox,
             sender,
+            recordings,
             settings,
         })
     }
@@ -241,6 +247,18 @@ impl Application {
                 let (spool, pool) = (spool.clone(), self.pool.clone());
                 let every = self.settings.spool.drain_interval;
                 move || spool::drain_forever(spool.clone(), pool.clone(), every)
+            })),
+            tokio::spawn(supervised("recording_archive", RESTART_DELAY, {
+                let pool = self.pool.clone();
+                let (recordings, settings) =
+                    (self.recordings.clone(), self.settings.recordings.clone());
+                move || archive_recordings(pool.clone(), recordings.clone(), settings.clone())
+            })),
+            tokio::spawn(supervised("recording_retention", RESTART_DELAY, {
+                let pool = self.pool.clone();
+                let settings = self.settings.recordings.clone();
+                let every = self.settings.retention.interval;
+                move || purge_recordings(pool.clone(), settings.clone(), every)
             })),
         ];
         let result = self.server.await;
@@ -346,6 +364,51 @@ async fn listen_for_changes(pool: PgPool, changed: Arc<Notify>, outbox: Arc<Outb
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// What the recording handlers and the archive need: the Vonage client (with credentials), the
+/// URLs it may fetch, and the archive directory, created (0700) if missing.
+fn recordings(settings: &RecordingSettings) -> anyhow::Result<Recordings> {
+    let client = settings
+        .credentials
+        .clone()
+        .map(|credentials| VonageClient::new(credentials, settings.origin.clone()))
+        .transpose()?;
+    if let Some(archive) = &settings.archive {
+        archive::prepare_dir(&archive.dir).with_context(|| {
+            format!(
+                "RECORDING_ARCHIVE_DIR {} cannot be used: the service needs a folder it can write",
+                archive.dir.display()
+            )
+        })?;
+        tracing::info!(
+            max_attempts = archive.max_attempts,
+            "call recordings are archived (RECORDING_ARCHIVE_DIR)"
+        );
+    }
+    Ok(Recordings {
+        client,
+        origin: settings.origin.clone(),
+        archive_dir: settings.archive.as_ref().map(|a| a.dir.clone()),
+        wake: Arc::new(Notify::new()),
+    })
+}
+
+/// Downloads recordings into the archive, when there is one.
+async fn archive_recordings(pool: PgPool, recordings: Recordings, settings: RecordingSettings) {
+    let (Some(client), Some(archive)) = (recordings.client, settings.archive) else {
+        return;
+    };
+    archive::archive_forever(pool, client, archive, recordings.wake).await;
+}
+
+/// Deletes archived recordings past `RECORDING_RETENTION_DAYS`, every `every`.
+async fn purge_recordings(pool: PgPool, settings: RecordingSettings, every: Duration) {
+    let (Some(archive), Some(after)) = (settings.archive, settings.retention) else {
+        return;
+    };
+    let lease = archive.lease();
+    archive::purge_forever(pool, archive.dir, after, every, lease).await;
 }
 
 /// Replaces old real numbers by their keyed hash, every `interval`: in the database, and in this

@@ -1,6 +1,7 @@
 //! Settings, read from the environment one section at a time, each parsed and validated in its
 //! own module: the database, the server and admin API, signed webhooks, the call path, the
-//! allocation policy, the spool, the route mirror, retention, callbacks to the marketplace. Every setting and its default is
+//! allocation policy, the spool, the route mirror, retention, callbacks to the marketplace, call
+//! recordings. Every setting and its default is
 //! listed in `.env.example`; a value that cannot be parsed stops the service with a message
 //! naming it.
 
@@ -9,6 +10,7 @@ mod callbacks;
 mod calls;
 mod database;
 mod env;
+mod recordings;
 mod retention;
 mod route_mirror;
 mod server;
@@ -21,6 +23,7 @@ pub use callbacks::CallbackSettings;
 pub use calls::CallSettings;
 pub use database::{DEFAULT_DATABASE_URL, DatabaseSettings};
 pub use env::Env;
+pub use recordings::RecordingSettings;
 pub use retention::RetentionSettings;
 pub use route_mirror::RouteMirrorSettings;
 pub use server::{AdminSettings, LogFormat, ServerSettings};
@@ -38,6 +41,7 @@ pub struct Settings {
     pub route_mirror: RouteMirrorSettings,
     pub retention: RetentionSettings,
     pub callbacks: CallbackSettings,
+    pub recordings: RecordingSettings,
 }
 
 impl Settings {
@@ -55,6 +59,7 @@ impl Settings {
         let signature = signatures::from_env(&env)?;
         let server = ServerSettings::from_env(&env)?;
         let callbacks = CallbackSettings::from_env(&env)?;
+        let recordings = RecordingSettings::from_env(&env)?;
         Ok(Self {
             database,
             http: HttpSettings {
@@ -79,6 +84,7 @@ impl Settings {
             route_mirror: RouteMirrorSettings::from_env(&env)?,
             retention,
             callbacks,
+            recordings,
         })
     }
 }

@@ -20,6 +20,7 @@ mod privacy;
 mod private_pg;
 mod questions;
 mod receiver;
+mod recordings;
 mod resilience;
 mod retention;
 mod route_sharing;

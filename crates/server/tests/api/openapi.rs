@@ -24,6 +24,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/pairings/{id}/close"),
     ("get", "/v1/calls"),
     ("get", "/v1/calls/{id}"),
+    ("get", "/v1/calls/{id}/recording"),
     ("post", "/v1/api-keys"),
     ("get", "/v1/api-keys"),
     ("get", "/v1/api-keys/{id}"),
@@ -102,21 +103,19 @@ async fn the_openapi_document_is_3_1_and_lists_every_admin_route() {
     for (method, path) in ADMIN_ROUTES {
         let op = &doc["paths"][path][method];
         let roles = &op["security"][0]["bearer"];
-        let expected_role = if path.starts_with("/v1/calls") {
+        let expected_role = if path.ends_with("/recording") {
+            "recordings:read"
+        } else if path.starts_with("/v1/calls") {
             "calls:read"
         } else {
             "admin"
         };
         assert_eq!(roles, &json!([expected_role]), "{method} {path}");
         let responses = op["responses"].as_object().unwrap();
-        for status in ["401", "500", "503"] {
+        // Every route can be a 403: a key may hold only `calls:read` or `recordings:read`.
+        for status in ["401", "403", "500", "503"] {
             assert!(responses.contains_key(status), "{method} {path} {status}");
         }
-        assert_eq!(
-            responses.contains_key("403"),
-            expected_role == "admin",
-            "{method} {path}"
-        );
         for (status, response) in responses {
             if status.starts_with('4') || status.starts_with('5') {
                 assert_eq!(
@@ -147,11 +146,31 @@ async fn the_openapi_document_is_3_1_and_lists_every_admin_route() {
             .unwrap()
             .contains(&json!("ended_at"))
     );
+    // `recording`: only in `GET /v1/calls/{id}`, where it is a recording or null.
+    let recording = &call["properties"]["recording"]["oneOf"];
+    assert_eq!(
+        recording[0]["$ref"],
+        "#/components/schemas/RecordingResponse"
+    );
+    assert_eq!(recording[1]["type"], "null");
+    assert!(
+        !call["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("recording"))
+    );
+    assert_eq!(
+        schemas["RecordingResponse"]["properties"]["archived_at"]["type"],
+        json!(["string", "null"])
+    );
     assert_eq!(
         schemas["ApiKeyResponse"]["properties"]["revoked_at"]["type"],
         json!(["string", "null"])
     );
-    assert_eq!(schemas["ScopeName"]["enum"], json!(["admin", "calls:read"]));
+    assert_eq!(
+        schemas["ScopeName"]["enum"],
+        json!(["admin", "calls:read", "recordings:read"])
+    );
     assert_eq!(
         schemas["Problem"]["required"],
         json!(["type", "title", "status", "detail", "code"])
@@ -199,7 +218,7 @@ async fn every_documented_route_is_guarded_by_its_scope() {
             .send()
             .await
             .unwrap();
-        if path.starts_with("/v1/calls") {
+        if path.starts_with("/v1/calls") && !path.ends_with("/recording") {
             assert_ne!(as_reader.status(), StatusCode::FORBIDDEN, "{method} {path}");
             assert_ne!(
                 as_reader.status(),
