@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
-use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -31,7 +30,7 @@ use voice_proxy_persistence::recordings::{self, ArchiveState, NewRecording, Reco
 use crate::auth::{Scope, require};
 use crate::error::method_not_allowed;
 use crate::ids::parse_call_id;
-use crate::webhook_request::{accept, check_token, query_map, read_body};
+use crate::webhook_request::{query_map, signed, signed_json_body};
 use crate::{ApiError, AppState};
 
 /// How long Vonage has to start answering a recording request.
@@ -82,26 +81,7 @@ async fn recording_post(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let token = check_token(&req, &state)?;
-    let body = read_body(&req, payload).await?;
-    accept(&req, &state, token, Some(&body))?;
-    let is_json = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            let m = m.trim().to_ascii_lowercase();
-            m == "application/json" || m.ends_with("+json")
-        });
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "send the recording event as application/json",
-        ));
-    }
+    let body = signed_json_body(&req, &state, payload, "the recording event").await?;
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => recording_event(&state, &map).await,
         Ok(_) => Err(ApiError::bad_request(
@@ -118,8 +98,7 @@ async fn recording_get(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = check_token(&req, &state)?;
-    accept(&req, &state, token, None)?;
+    signed(&req, &state)?;
     recording_event(&state, &query_map(&req)).await
 }
 

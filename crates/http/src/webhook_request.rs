@@ -3,7 +3,7 @@
 //! string as fields.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
@@ -25,10 +25,7 @@ pub(crate) fn query_map(req: &HttpRequest) -> Map<String, Value> {
 
 /// Reads a request body of at most [`MAX_BODY_BYTES`], within the body deadline. A body that
 /// declares a larger size is refused before any of it is read.
-pub async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-) -> Result<web::Bytes, ApiError> {
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -58,10 +55,7 @@ pub async fn read_body(
 
 /// The first step of the signature check, on the `Authorization` header alone, before the body
 /// is read. `None` when webhooks are not signed (`ALLOW_UNSIGNED_WEBHOOKS`).
-pub(crate) fn check_token(
-    req: &HttpRequest,
-    state: &AppState,
-) -> Result<Option<VerifiedToken>, ApiError> {
+fn check_token(req: &HttpRequest, state: &AppState) -> Result<Option<VerifiedToken>, ApiError> {
     if !state.verifier.enabled() {
         return Ok(None);
     }
@@ -79,7 +73,7 @@ pub(crate) fn check_token(
 
 /// The second step, once the body is read: the payload hash, and the token not used for another
 /// request.
-pub(crate) fn accept(
+fn accept(
     req: &HttpRequest,
     state: &AppState,
     token: Option<VerifiedToken>,
@@ -128,4 +122,51 @@ fn refusal(req: &HttpRequest, e: SignatureError) -> ApiError {
         ),
     }
     .closing()
+}
+
+/// A webhook request without a body (a GET) whose signature verifies.
+pub(crate) fn signed(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let token = check_token(req, state)?;
+    accept(req, state, token, None)
+}
+
+/// The body of a webhook request (a POST) whose signature verifies, the body's hash included.
+pub(crate) async fn signed_body(
+    req: &HttpRequest,
+    state: &AppState,
+    payload: web::Payload,
+) -> Result<web::Bytes, ApiError> {
+    let token = check_token(req, state)?;
+    let body = read_body(req, payload).await?;
+    accept(req, state, token, Some(&body))?;
+    Ok(body)
+}
+
+/// The same, for a body that must be declared JSON (`application/json` or `+json`); 415
+/// otherwise, telling the sender to send `what` as JSON.
+pub(crate) async fn signed_json_body(
+    req: &HttpRequest,
+    state: &AppState,
+    payload: web::Payload,
+    what: &str,
+) -> Result<web::Bytes, ApiError> {
+    let body = signed_body(req, state, payload).await?;
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || m.ends_with("+json")
+        });
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            format!("send {what} as application/json"),
+        ));
+    }
+    Ok(body)
 }

@@ -1,7 +1,5 @@
 //! The Vonage webhooks: answer (what to do with an inbound call) and event (call-state changes).
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
 use voice_proxy_domain::call::MAX_ID_CHARS;
@@ -19,7 +17,7 @@ use crate::ask;
 use crate::error::method_not_allowed;
 use crate::nccos::{event_url, routed_ncco};
 use crate::pin::{self, PinGate};
-use crate::webhook_request::{accept, check_token, query_map, read_body};
+use crate::webhook_request::{query_map, signed, signed_body, signed_json_body};
 use crate::{ApiError, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -112,8 +110,7 @@ async fn answer_get(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = check_token(&req, &state)?;
-    accept(&req, &state, token, None)?;
+    signed(&req, &state)?;
     Ok(answer(&state, AnswerRequest::from_map(&query_map(&req))).await)
 }
 
@@ -124,9 +121,7 @@ async fn answer_post(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let token = check_token(&req, &state)?;
-    let body = read_body(&req, payload).await?;
-    accept(&req, &state, token, Some(&body))?;
+    let body = signed_body(&req, &state, payload).await?;
     let map = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
@@ -344,8 +339,7 @@ async fn whisper_get(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = check_token(&req, &state)?;
-    accept(&req, &state, token, None)?;
+    signed(&req, &state)?;
     whisper(&req, &state)
 }
 
@@ -355,9 +349,7 @@ async fn whisper_post(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let token = check_token(&req, &state)?;
-    let body = read_body(&req, payload).await?;
-    accept(&req, &state, token, Some(&body))?;
+    signed_body(&req, &state, payload).await?;
     whisper(&req, &state)
 }
 
@@ -383,9 +375,7 @@ async fn pin_post(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let token = check_token(&req, &state)?;
-    let body = read_body(&req, payload).await?;
-    accept(&req, &state, token, Some(&body))?;
+    let body = signed_body(&req, &state, payload).await?;
     let map = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
@@ -396,8 +386,7 @@ async fn pin_post(
 /// `GET /webhooks/pin?..`: the same, for an application whose events come as GET (the digits
 /// as `dtmf` JSON, or `dtmf.digits`).
 async fn pin_get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let token = check_token(&req, &state)?;
-    accept(&req, &state, token, None)?;
+    signed(&req, &state)?;
     Ok(pin::typed(&state, &query_map(&req)).await)
 }
 
@@ -407,26 +396,7 @@ async fn event_post(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let token = check_token(&req, &state)?;
-    let body = read_body(&req, payload).await?;
-    accept(&req, &state, token, Some(&body))?;
-    let is_json = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            let m = m.trim().to_ascii_lowercase();
-            m == "application/json" || m.ends_with("+json")
-        });
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "send the event as application/json",
-        ));
-    }
+    let body = signed_json_body(&req, &state, payload, "the event").await?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         tracing::warn!(error = %e, "refused an event that is not JSON");
         ApiError::bad_request(format!(
@@ -440,8 +410,7 @@ async fn event_post(
 /// `GET /webhooks/event?status=..&uuid=..&conversation_uuid=..`: the same, for an application
 /// whose event webhook is configured for GET (every value then arrives as a string).
 async fn event_get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let token = check_token(&req, &state)?;
-    accept(&req, &state, token, None)?;
+    signed(&req, &state)?;
     event(&state, Value::Object(query_map(&req))).await
 }
 
