@@ -71,12 +71,28 @@ pub struct CreatePairingRequest {
     pub reference: Option<String>,
     /// What calls through this pairing do besides connecting; unset options follow the
     /// service's defaults.
+    #[serde(default, deserialize_with = "object")]
+    #[schema(nullable = false)]
     pub call_options: Option<CallOptionsBody>,
     /// Gives each participant a numeric `pin`: calling their proxy number from another phone,
     /// they type it to be connected as themselves. Needs `PUBLIC_BASE_URL`.
     #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false)]
     pub pin_access: Option<bool>,
+}
+
+/// For an optional object field that may be left out but must otherwise be a JSON object: `null`
+/// and arrays are refused (serde would read an array as the struct's fields in order).
+fn object<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        value @ serde_json::Value::Object(_) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(D::Error::custom),
+        _ => Err(D::Error::custom("expected a JSON object")),
+    }
 }
 
 /// For an optional field that may be left out but not given as `null`: `null` is refused.
@@ -585,7 +601,7 @@ pub struct ChangePairingRequest {
     #[schema(nullable = false)]
     pub expires_at: Option<DateTime<Utc>>,
     /// Replaces the options it sets; the others stay as they are.
-    #[serde(default, deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "object")]
     #[schema(nullable = false)]
     pub call_options: Option<CallOptionsBody>,
 }

@@ -184,6 +184,9 @@ async fn options_out_of_bounds_or_needing_a_public_url_are_refused() {
         json!({"whisper": "call me on 4155550100"}),
         json!({"whisper": "for {number}"}),
         json!({"colour": "red"}),
+        json!([null, null]),
+        json!(null),
+        json!("record"),
     ] {
         let r = app
             .post_json(
