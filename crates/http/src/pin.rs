@@ -35,14 +35,7 @@ pub async fn gate(state: &AppState, caller: &str, dialled: &str, conversation: &
     let Some(event_url) = own_url(settings, "/webhooks/pin") else {
         return PinGate::NotOffered;
     };
-    let asked = async {
-        if !pins::pin_access_on(&state.pool, dialled).await? {
-            return Ok::<_, sqlx::Error>(None);
-        }
-        pins::standing(&state.pool, caller, conversation)
-            .await
-            .map(Some)
-    };
+    let asked = pins::prompt_standing(&state.pool, caller, dialled, conversation);
     match tokio::time::timeout(settings.answer_db_timeout, asked).await {
         Ok(Ok(None)) => PinGate::NotOffered,
         Ok(Ok(Some(standing))) if standing.throttled() => {

@@ -16,17 +16,35 @@ pub const THROTTLE_WINDOW_SECONDS: i64 = 3600;
 /// Failures older than this are deleted: neither a call nor the throttle looks back further.
 const KEEP_FAILURES_SECONDS: f64 = 86_400.0;
 
-/// Whether an active pairing with PIN access gives a participant the proxy number `dialled`.
+/// For a caller without an active route on `dialled`: `None` when no active pairing with PIN
+/// access gives a participant that proxy number, else the caller's standing. One statement: the
+/// answer webhook waits for it.
 #[tracing::instrument(skip_all)]
-pub async fn pin_access_on(pool: &PgPool, dialled: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM participants
-                         WHERE proxy_number = $1 AND pin IS NOT NULL AND NOT released
+pub async fn prompt_standing(
+    pool: &PgPool,
+    caller: &str,
+    dialled: &str,
+    conversation_uuid: &str,
+) -> Result<Option<Standing>, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pin_failures WHERE conversation_uuid = $2),
+                (SELECT count(*) FROM pin_failures
+                  WHERE caller = $1 AND wrong
+                    AND failed_at > now() - make_interval(secs => $4))
+          WHERE EXISTS (SELECT 1 FROM participants
+                         WHERE proxy_number = $3 AND pin IS NOT NULL AND NOT released
                            AND upper(active_during) > now())",
     )
+    .bind(caller)
+    .bind(conversation_uuid)
     .bind(dialled)
-    .fetch_one(pool)
-    .await
+    .bind(THROTTLE_WINDOW_SECONDS as f64)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(attempts, recent_wrong)| Standing {
+        attempts,
+        recent_wrong,
+    }))
 }
 
 /// A participant found by their PIN: their own number, and their route, as if they called from
