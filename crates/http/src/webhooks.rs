@@ -231,14 +231,15 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
         }
     }
 
-    let (ncco, pairing_id, callee) = match (spoken, route) {
-        _ if prompt.is_some() => (prompt.unwrap_or_else(|| unreachable!()), None, None),
-        (Some(text), route) => (
+    let (ncco, pairing_id, callee) = match (prompt, spoken, route) {
+        (Some(prompt), _, _) => (prompt, None, None),
+        (None, Some(text), route) => (
             Ncco::talk(&text, &settings.message_language),
             route.and_then(|r| r.pairing_id()),
             None,
         ),
         (
+            None,
             None,
             Some(Route::Connect {
                 pairing_id,
@@ -250,12 +251,12 @@ pub async fn answer(state: &AppState, request: AnswerRequest) -> HttpResponse {
             let ncco = routed_ncco(settings, &callee, &callee_proxy, details.as_deref());
             (ncco, Some(pairing_id), Some(callee))
         }
-        (None, Some(Route::Ended { pairing_id })) => (
+        (None, None, Some(Route::Ended { pairing_id })) => (
             Ncco::talk(&settings.pairing_ended_message, &settings.message_language),
             Some(pairing_id),
             None,
         ),
-        (None, _) => (
+        (None, None, _) => (
             Ncco::talk(&settings.no_route_message, &settings.message_language),
             None,
             None,
